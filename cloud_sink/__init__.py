@@ -1,0 +1,1 @@
+"""bedside-twin cloud sink: opens gateway envelopes, writes InfluxDB, keeps patient twins."""

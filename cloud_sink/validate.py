@@ -1,0 +1,102 @@
+"""Validates an opened frame against the catalogue and the routing, and turns it into points."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+from cloud_sink.lineproto import encode_line
+from edge_agent.protocol import CATALOGUE, Frame
+
+MAX_FUTURE_SKEW_NS: Final = 300 * 1_000_000_000
+# Nothing the product ingests predates its first release; older stamps are clock faults.
+MIN_TS_NS: Final = 1_577_836_800 * 1_000_000_000  # 2020-01-01T00:00:00Z
+_METRIC_NAMES: Final = {metric.code: metric.name for metric in CATALOGUE}
+
+
+@dataclass(slots=True)
+class Points:
+    """What one frame becomes: lines to write, and readings refused with a reason each."""
+
+    lines: list[str] = field(default_factory=list)
+    vitals: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+
+def frame_points(frame: Frame, now_ns: int | None = None) -> Points:
+    """Line-protocol points for every valid reading, alert and device status of a frame."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    latest_ns = now_ns + MAX_FUTURE_SKEW_NS
+    out = Points()
+    for block in frame.blocks:
+        codes = block.metric_codes.tolist()
+        stamps = block.ts_ns.tolist()
+        values = block.values.tolist()
+        quality = block.quality.tolist()
+        flags = block.flags.tolist()
+        for code, ts_ns, value, q, f in zip(codes, stamps, values, quality, flags, strict=True):
+            metric = _METRIC_NAMES.get(code)
+            if metric is None:
+                out.refused["unknown_metric"] += 1
+            elif not math.isfinite(value):
+                out.refused["not_finite"] += 1
+            elif not MIN_TS_NS <= ts_ns <= latest_ns:
+                out.refused["timestamp_out_of_range"] += 1
+            else:
+                out.lines.append(
+                    encode_line(
+                        "vital",
+                        {"patient": block.patient_token, "metric": metric,
+                         "device": block.device_token},
+                        {"value": value, "quality": q, "flags": f},
+                        ts_ns,
+                    )
+                )  # fmt: skip
+                out.vitals += 1
+    for alert in frame.alerts:
+        alert_fields: dict[str, float | int | str] = {
+            "id": alert.alert_id,
+            "detail": alert.detail,
+            "source": "edge",
+            "state": alert.state,
+            "metric": _METRIC_NAMES.get(alert.metric_code, str(alert.metric_code)),
+        }
+        if alert.value is not None:
+            alert_fields["value"] = alert.value
+        out.lines.append(
+            encode_line(
+                "alert",
+                {"patient": alert.patient_token, "kind": alert.kind, "severity": alert.severity},
+                alert_fields,
+                alert.ts_ns,
+            )
+        )
+    for status in frame.statuses:
+        health: dict[str, float | int | str | bool] = {
+            "link_up": status.link_up,
+            "errors_total": status.errors_total,
+        }
+        optional = {
+            "battery_pct": status.battery_pct,
+            "rssi_dbm": status.rssi_dbm,
+            "interval_s": status.interval_s,
+            "error_code": status.error_code,
+        }
+        health.update({key: value for key, value in optional.items() if value is not None})
+        out.lines.append(
+            encode_line(
+                "device_health",
+                {"device": status.device_token, "gateway": frame.gateway_id,
+                 "kind": status.device_kind},
+                health,
+                status.ts_ns,
+            )
+        )  # fmt: skip
+    if frame.bindings:
+        # The identity registry that stores bindings arrives with enrolment (issue #6); until
+        # then a binding is refused by name, never dropped silently.
+        out.refused["binding_unsupported"] += len(frame.bindings)
+    return out

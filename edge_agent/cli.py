@@ -1,0 +1,108 @@
+"""`edge-agent`: the gateway's command line (run the agent, and tools for field engineers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.errors import EdgeAgentError
+from edge_agent.pipeline import AgentPipeline, PipelineStats
+from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
+from edge_agent.publisher import Publisher
+from edge_agent.sealer import Sealer, SequenceCounter
+from edge_agent.sources import Source
+
+_LOGGER = logging.getLogger(__name__)
+app = typer.Typer(
+    help="bedside-twin edge agent: devices in, sealed frames out.", no_args_is_help=True
+)
+_err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Agent TOML file (see configs/agent.toml).")
+]
+LogFormat = Annotated[str, typer.Option("--log-format", help="text or json (for journald).")]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+@app.callback()
+def _main() -> None:
+    """bedside-twin edge agent."""
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+async def _run_agent(config: AgentConfig) -> PipelineStats:
+    sources: list[Source] = []
+    ledger = None
+    if config.simulation is not None:
+        # The documented switch to simulated hardware: the simulators live in firmware_sims and
+        # are imported only when a config asks for them.
+        from firmware_sims.fleet import simulated_ward  # noqa: PLC0415 - only when simulating
+
+        sim = config.simulation
+        ward, ledger = simulated_ward(sim.patients, sim.seed, sim.ledger_file, sim.interval_scale)
+        sources.extend(ward)
+    if not sources:
+        msg = f"{config.source_file}: no device sources configured"
+        raise EdgeAgentError(msg)
+    counter = SequenceCounter(config.gateway.state_dir / f"seq-{config.gateway.gateway_id}.json")
+    sealer = Sealer(config.master_secret(), config.gateway.gateway_id, counter)
+    _LOGGER.info(
+        "agent %s starting: %d sources, key epoch %d",
+        config.gateway.gateway_id,
+        len(sources),
+        sealer.epoch,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Publisher(config.broker, config.gateway.gateway_id) as publisher:
+            pipeline = AgentPipeline(
+                settings=config.pipeline,
+                gateway_id=config.gateway.gateway_id,
+                topic_prefix=config.broker.topic_prefix,
+                sealer=sealer,
+                publisher=publisher,
+                sources=sources,
+            )
+            return await pipeline.run(stop)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("configs/agent.toml"),
+    log_format: LogFormat = "text",
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the agent until SIGTERM/SIGINT, then drain every reading to the broker and exit."""
+    if log_format not in LOG_FORMATS:
+        raise _fail(ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}"))
+    configure_logging(log_level, log_format)
+    try:
+        settings = load_agent_config(config)
+        stats = asyncio.run(_run_agent(settings))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    if stats.frames_abandoned:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

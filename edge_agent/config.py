@@ -1,0 +1,128 @@
+"""The agent's TOML configuration, validated into frozen settings (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import ConfigError
+from edge_agent.protocol.keys import MASTER_SECRET_BYTES
+from edge_agent.protocol.settings import SettingsError, Table, load, read_secret_file
+from edge_agent.publisher import BrokerSettings
+
+GATEWAY_ID_PATTERN = r"[a-z0-9-]{3,32}"
+CLIENT_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+PREFIX_PATTERN = r"([A-Za-z0-9_-]+/)*"
+
+
+@dataclass(slots=True, frozen=True)
+class GatewaySettings:
+    gateway_id: str
+    secret_file: Path
+    state_dir: Path
+
+
+@dataclass(slots=True, frozen=True)
+class PipelineSettings:
+    batch_interval_s: float
+    max_batch_readings: int
+    queue_readings: int
+    outbox_frames: int
+    drain_timeout_s: float
+
+
+@dataclass(slots=True, frozen=True)
+class SimulationSettings:
+    """Present only in demo and test configs: simulated patients instead of real devices."""
+
+    patients: int
+    seed: int
+    ledger_file: Path
+    interval_scale: float
+
+
+@dataclass(slots=True, frozen=True)
+class AgentConfig:
+    source_file: Path
+    gateway: GatewaySettings
+    broker: BrokerSettings
+    pipeline: PipelineSettings
+    simulation: SimulationSettings | None
+
+    def master_secret(self) -> bytes:
+        """Read the gateway master secret (hex, file mode 0600)."""
+        try:
+            return read_secret_file(self.gateway.secret_file, MASTER_SECRET_BYTES)
+        except SettingsError as exc:
+            raise ConfigError(exc.location, "gateway.secret_file", exc.why) from exc
+
+
+def _gateway(table: Table) -> GatewaySettings:
+    settings = GatewaySettings(
+        gateway_id=table.string("id", pattern=GATEWAY_ID_PATTERN),
+        secret_file=table.path("secret_file"),
+        state_dir=table.path("state_dir"),
+    )
+    table.finish()
+    return settings
+
+
+def _broker(table: Table, gateway_id: str) -> BrokerSettings:
+    settings = BrokerSettings(
+        host=table.string("host"),
+        port=table.integer("port", low=1, high=65535),
+        client_id=table.string("client_id", f"gw-{gateway_id}", pattern=CLIENT_ID_PATTERN),
+        topic_prefix=table.string("topic_prefix", "", pattern=PREFIX_PATTERN),
+        keepalive_s=table.integer("keepalive_s", 10, low=2, high=60),
+        connect_timeout_s=table.number("connect_timeout_s", 10.0, low=0.5, high=120.0),
+        publish_timeout_s=table.number("publish_timeout_s", 10.0, low=0.5, high=120.0),
+        reconnect_max_s=table.number("reconnect_max_s", 30.0, low=0.5, high=600.0),
+        tls_ca_file=str(table.path("tls_ca_file")) if table.has("tls_ca_file") else None,
+    )
+    table.finish()
+    return settings
+
+
+def _pipeline(table: Table | None) -> PipelineSettings:
+    if table is None:
+        return PipelineSettings(1.0, 2000, 10_000, 64, 30.0)
+    settings = PipelineSettings(
+        batch_interval_s=table.number("batch_interval_s", 1.0, low=0.01, high=60.0),
+        max_batch_readings=table.integer("max_batch_readings", 2000, low=1, high=100_000),
+        queue_readings=table.integer("queue_readings", 10_000, low=1, high=10_000_000),
+        outbox_frames=table.integer("outbox_frames", 64, low=1, high=100_000),
+        drain_timeout_s=table.number("drain_timeout_s", 30.0, low=0.0, high=3600.0),
+    )
+    table.finish()
+    return settings
+
+
+def _simulation(table: Table | None) -> SimulationSettings | None:
+    if table is None:
+        return None
+    settings = SimulationSettings(
+        patients=table.integer("patients", low=1, high=1000),
+        seed=table.integer("seed", 1),
+        ledger_file=table.path("ledger_file"),
+        interval_scale=table.number("interval_scale", 1.0, low=0.001, high=1000.0),
+    )
+    table.finish()
+    return settings
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate an agent config; ConfigError names the file, line and key."""
+    try:
+        root = load(path)
+        gateway = _gateway(root.table("gateway"))
+        config = AgentConfig(
+            source_file=path,
+            gateway=gateway,
+            broker=_broker(root.table("mqtt"), gateway.gateway_id),
+            pipeline=_pipeline(root.optional_table("pipeline")),
+            simulation=_simulation(root.optional_table("simulation")),
+        )
+        root.finish()
+    except SettingsError as exc:
+        raise ConfigError(exc.location, exc.key, exc.why) from exc
+    return config

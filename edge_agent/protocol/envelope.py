@@ -1,0 +1,140 @@
+"""Envelope v1: a msgpack header serialised once, AES-256-GCM ciphertext bound to topic+header."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+
+from edge_agent.protocol.errors import AuthenticationError, EnvelopeError
+from edge_agent.protocol.keys import MAX_EPOCH, MAX_SEQ, SessionKey
+from edge_agent.protocol.topics import GATEWAY_ID_RE
+
+VERSION: Final = 1
+ALGORITHM: Final = "A256GCM"
+CONTENT_FRAME_V1: Final = "frame/v1"
+CONTENT_TYPES: Final = frozenset({CONTENT_FRAME_V1})
+AAD_LABEL: Final = b"bedside-twin/envelope/v1\x00"
+TAG_BYTES: Final = 16
+# A frame is a few hundred readings; anything near the broker's limit is hostile.
+MAX_ENVELOPE_BYTES: Final = 4 * 1024 * 1024
+_MSGPACK_ERRORS: Final = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
+
+
+@dataclass(slots=True, frozen=True)
+class Header:
+    """The authenticated, unencrypted part of an envelope."""
+
+    gateway_id: str
+    epoch: int
+    seq: int
+    content_type: str = CONTENT_FRAME_V1
+    version: int = VERSION
+    algorithm: str = ALGORITHM
+
+    def to_bytes(self) -> bytes:
+        """Serialise once; the exact bytes are both sent and authenticated."""
+        return msgpack.packb(
+            [self.version, self.algorithm, self.gateway_id, self.epoch, self.seq, self.content_type]
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class Opened:
+    """A verified envelope: its header and the decrypted plaintext."""
+
+    header: Header
+    plaintext: bytes
+
+
+def aad(topic: str, header_bytes: bytes) -> bytes:
+    """AAD = label | u16 big-endian topic length | topic (UTF-8) | header bytes as sent."""
+    topic_bytes = topic.encode("utf-8")
+    return AAD_LABEL + struct.pack(">H", len(topic_bytes)) + topic_bytes + header_bytes
+
+
+def seal(key: SessionKey, topic: str, seq: int, plaintext: bytes, content_type: str) -> bytes:
+    """Encrypt `plaintext` for `topic` under `key` with sequence number `seq` (never reuse one)."""
+    header_bytes = Header(key.gateway_id, key.epoch, seq, content_type).to_bytes()
+    ciphertext = key.aead.encrypt(key.nonce(seq), plaintext, aad(topic, header_bytes))
+    return msgpack.packb([header_bytes, ciphertext], use_bin_type=True)
+
+
+def parse_header(header_bytes: bytes) -> Header:
+    """Decode and check a header; raise EnvelopeError naming the first problem."""
+    try:
+        fields = msgpack.unpackb(header_bytes, raw=False, use_list=False)
+    except _MSGPACK_ERRORS as exc:
+        msg = f"header is not msgpack: {exc}"
+        raise EnvelopeError(msg) from exc
+    if not isinstance(fields, tuple) or len(fields) != 6:
+        msg = "header must be a 6-element array"
+        raise EnvelopeError(msg)
+    version, algorithm, gateway_id, epoch, seq, content_type = fields
+    if version != VERSION or type(version) is not int:
+        msg = f"unsupported envelope version {version!r} (this sink reads {VERSION})"
+        raise EnvelopeError(msg)
+    if algorithm != ALGORITHM:
+        msg = f"unsupported algorithm {algorithm!r} (expected {ALGORITHM})"
+        raise EnvelopeError(msg)
+    if not isinstance(gateway_id, str) or not GATEWAY_ID_RE.fullmatch(gateway_id):
+        msg = f"header gateway id {gateway_id!r} is not a valid gateway id"
+        raise EnvelopeError(msg)
+    if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCH:
+        msg = f"header key epoch {epoch!r} is not an integer in 0..2^32-1"
+        raise EnvelopeError(msg)
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        msg = f"header sequence number {seq!r} is not an integer in 0..2^64-1"
+        raise EnvelopeError(msg)
+    if content_type not in CONTENT_TYPES:
+        msg = f"unknown content type {content_type!r}"
+        raise EnvelopeError(msg)
+    return Header(gateway_id, epoch, seq, content_type)
+
+
+def split(envelope: bytes) -> tuple[bytes, bytes]:
+    """Split an envelope into (header bytes, ciphertext with tag) without decrypting."""
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        msg = f"envelope of {len(envelope)} bytes exceeds {MAX_ENVELOPE_BYTES}"
+        raise EnvelopeError(msg)
+    try:
+        outer = msgpack.unpackb(envelope, raw=False, use_list=False)
+    except _MSGPACK_ERRORS as exc:
+        msg = f"envelope is not msgpack: {exc}"
+        raise EnvelopeError(msg) from exc
+    if (
+        not isinstance(outer, tuple)
+        or len(outer) != 2
+        or not isinstance(outer[0], bytes)
+        or not isinstance(outer[1], bytes)
+    ):
+        msg = "envelope must be a 2-element array of binaries [header, ciphertext]"
+        raise EnvelopeError(msg)
+    if len(outer[1]) < TAG_BYTES:
+        msg = f"ciphertext shorter than the {TAG_BYTES}-byte tag"
+        raise EnvelopeError(msg)
+    return outer[0], outer[1]
+
+
+KeyLookup = Callable[[str, int], SessionKey]
+"""Returns the key for (gateway id, epoch), or raises a WireError subclass when there is none."""
+
+
+def open_envelope(topic: str, envelope: bytes, lookup: KeyLookup) -> Opened:
+    """Verify and decrypt; any failure raises an EnvelopeError subclass and yields no plaintext."""
+    header_bytes, ciphertext = split(envelope)
+    header = parse_header(header_bytes)
+    key = lookup(header.gateway_id, header.epoch)
+    try:
+        plaintext = key.aead.decrypt(key.nonce(header.seq), ciphertext, aad(topic, header_bytes))
+    except InvalidTag:
+        msg = (
+            f"tag did not verify for gateway {header.gateway_id!r} epoch {header.epoch} "
+            f"seq {header.seq}: tampered, misrouted or sealed under another key"
+        )
+        raise AuthenticationError(msg) from None
+    return Opened(header, plaintext)

@@ -1,0 +1,147 @@
+"""MQTT v5 publisher (the agent's sole MQTT importer): QoS 1, returns only after PUBACK."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+
+from edge_agent.protocol import Channel, topic
+
+_LOGGER = logging.getLogger(__name__)
+BACKOFF_BASE_S: Final = 0.5
+
+
+@dataclass(slots=True, frozen=True)
+class BrokerSettings:
+    """Where and how the agent reaches its broker."""
+
+    host: str
+    port: int
+    client_id: str
+    topic_prefix: str
+    keepalive_s: int
+    connect_timeout_s: float
+    publish_timeout_s: float
+    reconnect_max_s: float
+    tls_ca_file: str | None = None
+
+
+class Publisher:
+    """Owns one broker connection; `publish` retries through outages until the PUBACK arrives.
+
+    Reconnects use capped, jittered exponential backoff. The retained status topic says
+    `online` after each connect; the broker publishes the last will (`offline`) if the link dies.
+    """
+
+    def __init__(self, settings: BrokerSettings, gateway_id: str) -> None:
+        self._settings = settings
+        self._gateway_id = gateway_id
+        self._status_topic = topic(gateway_id, Channel.STATUS, settings.topic_prefix)
+        self._client: aiomqtt.Client | None = None
+        self._failures = 0
+        self.published_total = 0
+        self.reconnects_total = 0
+        self.last_puback_ns: int | None = None
+
+    def _status_payload(self, state: str) -> bytes:
+        return json.dumps({"state": state, "gateway": self._gateway_id}).encode()
+
+    def _new_client(self) -> aiomqtt.Client:
+        s = self._settings
+        tls = ssl.create_default_context(cafile=s.tls_ca_file) if s.tls_ca_file else None
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            clean_start=MQTT_CLEAN_START_FIRST_ONLY,
+            will=aiomqtt.Will(
+                self._status_topic, self._status_payload("offline"), qos=1, retain=True
+            ),
+            tls_context=tls,
+        )
+
+    async def _connected(self) -> aiomqtt.Client:
+        while self._client is None:
+            client = self._new_client()
+            try:
+                await client.__aenter__()
+                await client.publish(
+                    self._status_topic, self._status_payload("online"), qos=1, retain=True
+                )
+            except aiomqtt.MqttError as exc:
+                await self._drop(client, exc)
+                continue
+            if self._failures:
+                self.reconnects_total += 1
+                _LOGGER.info("broker reachable again after %d failed attempts", self._failures)
+            self._failures = 0
+            self._client = client
+        return self._client
+
+    async def _drop(self, client: aiomqtt.Client, exc: BaseException) -> None:
+        """Forget a broken client and sleep the backoff before the next attempt."""
+        self._client = None
+        with contextlib.suppress(aiomqtt.MqttError):  # already gone: nothing left to close
+            await client.__aexit__(None, None, None)
+        self._failures += 1
+        cap_s = min(self._settings.reconnect_max_s, BACKOFF_BASE_S * 2 ** min(self._failures, 16))
+        delay_s = random.uniform(cap_s / 2, cap_s)  # noqa: S311 - jitter, not cryptography
+        _LOGGER.warning(
+            "broker %s:%d unavailable (%s); retry %d in %.1f s",
+            self._settings.host,
+            self._settings.port,
+            exc,
+            self._failures,
+            delay_s,
+        )
+        await asyncio.sleep(delay_s)
+
+    async def publish(self, full_topic: str, payload: bytes) -> None:
+        """Publish with QoS 1 and return after PUBACK; retries across reconnects until cancelled."""
+        while True:
+            client = await self._connected()
+            try:
+                await client.publish(
+                    full_topic, payload, qos=1, timeout=self._settings.publish_timeout_s
+                )
+            except aiomqtt.MqttError as exc:
+                await self._drop(client, exc)
+                continue
+            self.published_total += 1
+            self.last_puback_ns = time.time_ns()
+            return
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            # A clean shutdown says so; the last will is only for deaths.
+            await client.publish(
+                self._status_topic, self._status_payload("offline"), qos=1, retain=True
+            )
+            await client.__aexit__(None, None, None)
+        except aiomqtt.MqttError as error:
+            _LOGGER.warning("broker disconnect was not clean: %s", error)

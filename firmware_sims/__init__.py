@@ -1,0 +1,1 @@
+"""bedside-twin simulators: devices that speak the real byte formats, and the local stack."""

@@ -1,0 +1,74 @@
+"""Seeded vital-sign generators: baseline + circadian cosinor + Ornstein-Uhlenbeck drift + noise."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+SECONDS_PER_DAY: Final = 86_400.0
+
+
+@dataclass(slots=True, frozen=True)
+class VitalModel:
+    """Parameters of one vital sign for an average adult inpatient at rest (DESIGN §7)."""
+
+    metric: str
+    baseline: float
+    between_patient_sd: float
+    circadian_amplitude: float
+    acrophase_h: float
+    drift_sd: float
+    drift_tau_s: float
+    noise_sd: float
+    resolution: float
+    low: float
+    high: float
+
+
+# Ranges are clinical plausibility for a monitored ward patient; resolutions are the devices' own.
+MODELS: Final[dict[str, VitalModel]] = {
+    m.metric: m
+    for m in (
+        VitalModel("heart_rate", 74.0, 8.0, 5.0, 16.0, 4.0, 300.0, 1.0, 1.0, 35.0, 180.0),
+        VitalModel("spo2", 97.0, 1.0, 0.3, 4.0, 0.8, 600.0, 0.4, 1.0, 80.0, 100.0),
+        VitalModel("resp_rate", 15.0, 2.0, 1.0, 15.0, 1.5, 600.0, 0.8, 1.0, 6.0, 40.0),
+        VitalModel("body_temp", 36.8, 0.2, 0.3, 18.0, 0.15, 1800.0, 0.05, 0.1, 34.0, 41.5),
+        VitalModel("bp_systolic", 122.0, 10.0, 6.0, 14.0, 5.0, 900.0, 3.0, 1.0, 70.0, 220.0),
+        VitalModel("bp_diastolic", 78.0, 6.0, 4.0, 14.0, 3.0, 900.0, 2.0, 1.0, 40.0, 130.0),
+    )
+}
+
+
+class VitalGenerator:
+    """Draws successive values of one vital for one patient; seeded, so a run is replayable."""
+
+    def __init__(self, model: VitalModel, rng: np.random.Generator) -> None:
+        self.model = model
+        self._rng = rng
+        self._personal_mean = model.baseline + rng.normal(0.0, model.between_patient_sd)
+        self._drift = rng.normal(0.0, model.drift_sd)
+        self._last_t_s: float | None = None
+
+    def _advance_drift(self, t_s: float) -> None:
+        # Exact OU transition over dt: mean-reverting with stationary sd = drift_sd.
+        if self._last_t_s is not None:
+            dt_s = max(0.0, t_s - self._last_t_s)
+            decay = math.exp(-dt_s / self.model.drift_tau_s)
+            step_sd = self.model.drift_sd * math.sqrt(1.0 - decay * decay)
+            self._drift = self._drift * decay + self._rng.normal(0.0, step_sd)
+        self._last_t_s = t_s
+
+    def sample(self, t_s: float) -> float:
+        """The measured value at UNIX time `t_s`, quantised to the device resolution."""
+        m = self.model
+        self._advance_drift(t_s)
+        hour = (t_s % SECONDS_PER_DAY) / 3600.0
+        circadian = m.circadian_amplitude * math.cos(2.0 * math.pi * (hour - m.acrophase_h) / 24.0)
+        raw = self._personal_mean + circadian + self._drift + self._rng.normal(0.0, m.noise_sd)
+        clipped = min(m.high, max(m.low, raw))
+        steps = round(clipped / m.resolution)
+        # Round through the decimal string so 36.800000000000004 is stored as 36.8.
+        return float(f"{steps * m.resolution:.6g}")

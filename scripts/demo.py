@@ -1,0 +1,132 @@
+"""Local demo: Mosquitto, InfluxDB, sink and agent with N simulated patients, then a count."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cloud_sink.influx import InfluxV1
+from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals
+from firmware_sims.ledger import read_ledger, reconcile
+from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
+from firmware_sims.stack import LocalStack
+
+GATEWAY_ID = "demo-ward-1"
+SETTLE_TIMEOUT_S = 30.0
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    parser.add_argument("--patients", type=int, default=4, help="simulated patients (default 4)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    parser.add_argument("--keep", type=Path, help="leave logs, configs and data in this folder")
+    parser.add_argument("--seed", type=int, default=7, help="physiology seed (default 7)")
+    args = parser.parse_args(argv)
+    if not args.duration > 0:
+        parser.error("--duration must be positive")
+    if not 1 <= args.patients <= 500:
+        parser.error("--patients must be between 1 and 500")
+    return args
+
+
+def _stored_count(influx: InfluxV1) -> int:
+    series = influx.query('SELECT count("value") FROM "vital"')
+    return int(series[0].values[0][1]) if series else 0
+
+
+def _twin_tables(console: Console, influx: InfluxV1) -> None:
+    for patient in list_patients(influx):
+        twin = read_twin(influx, patient)
+        table = Table(title=f"twin of patient {patient[:12]}… ({twin.readings} readings)")
+        for column in ("vital", "latest", "unit", "at (UTC)", "readings"):
+            table.add_column(column)
+        for vital in twin.vitals:
+            table.add_row(
+                vital.title,
+                f"{vital.value:g}",
+                vital.unit,
+                iso_utc(vital.ts_ns)[11:23],
+                str(vital.readings),
+            )
+        console.print(table)
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    console = Console(stderr=args.json)
+    with (
+        MosquittoServer(root / "mosquitto") as broker,
+        InfluxServer(root / "influxdb") as db,
+    ):
+        stack = LocalStack(root, broker, db)
+        stack.write_sink_config()
+        gateway = stack.add_gateway(GATEWAY_ID, args.patients, args.seed)
+        influx = InfluxV1(db.url, stack.database)
+        try:
+            console.print(f"mosquitto on :{broker.port}, influxdb on :{db.port}; starting sink")
+            stack.start_sink()
+            stack.start_agent(gateway)
+            console.print(
+                f"agent running {args.patients} simulated patients for {args.duration:g} s"
+            )
+            time.sleep(args.duration)
+            agent_rc = stack.stop_agent(gateway)
+            entries = read_ledger(gateway.ledger_file)
+            deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            while _stored_count(influx) < len(entries) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            sink_rc = stack.stop_sink()
+            _twin_tables(console, influx)
+            result = reconcile(entries, stored_vitals(influx))
+        finally:
+            stack.stop_all()
+            influx.close()
+    ok = result.exact and result.generated > 0 and agent_rc == 0 and sink_rc == 0
+    summary = {
+        "patients": args.patients,
+        "duration_s": args.duration,
+        "readings_generated": result.generated,
+        "readings_stored": result.stored,
+        "stored_equals_generated": result.exact and result.stored == result.generated,
+        "missing": result.missing,
+        "extra": result.extra,
+        "value_mismatches": result.value_mismatches,
+        "agent_exit": agent_rc,
+        "sink_exit": sink_rc,
+        "ok": ok,
+    }
+    verdict = "[green]nothing lost, nothing doubled[/]" if ok else "[bold red]MISMATCH[/]"
+    console.print(
+        f"generated {result.generated} readings, stored {result.stored}: {verdict}"
+        f" (missing {result.missing}, extra {result.extra}, "
+        f"value mismatches {result.value_mismatches})"
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    try:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            code = run(args, args.keep.resolve())
+            Console(stderr=True).print(f"logs, configs and data kept in {args.keep}")
+            return code
+        with tempfile.TemporaryDirectory(prefix="bedside-demo-") as tmp:
+            return run(args, Path(tmp))
+    except ServiceError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,180 @@
+"""The whole path with real processes: simulator → agent → Mosquitto → sink → InfluxDB → twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud_sink.influx import InfluxV1
+from cloud_sink.twin import list_patients, read_twin, stored_vitals
+from edge_agent.framer import Framer
+from edge_agent.protocol import (
+    Channel,
+    Direction,
+    by_name,
+    derive_session_key,
+    encode_frame,
+    seal,
+    topic,
+)
+from edge_agent.protocol.envelope import CONTENT_FRAME_V1
+from edge_agent.protocol.settings import read_secret_file
+from edge_agent.sources import Reading
+from firmware_sims.ledger import read_ledger, reconcile
+from firmware_sims.services import InfluxServer, MosquittoServer
+from firmware_sims.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _settle(influx: InfluxV1, expected: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        series = influx.query('SELECT count("value") FROM "vital"')
+        if series and int(series[0].values[0][1]) >= expected:
+            return
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def influx(influxdb: InfluxServer, isolation: str) -> Iterator[InfluxV1]:
+    client = InfluxV1(influxdb.url, isolation)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> Iterator[LocalStack]:
+    stack = LocalStack(
+        tmp_path, mosquitto, influxdb, database=isolation, topic_prefix=f"{isolation}/"
+    )
+    stack.write_sink_config(batch_max_age_ms=100)
+    yield stack
+    stack.stop_all()
+
+
+def test_every_generated_reading_is_stored_exactly_once(
+    stack: LocalStack, influx: InfluxV1
+) -> None:
+    gateway = stack.add_gateway("it-ward-1", patients=3, seed=11, interval_scale=0.25)
+    stack.start_sink()
+    stack.start_agent(gateway)
+    time.sleep(5.0)
+    assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
+    entries = read_ledger(gateway.ledger_file)
+    _settle(influx, len(entries))
+    assert stack.stop_sink() == 0
+    stored = stored_vitals(influx)
+    result = reconcile(entries, stored)
+    assert result.generated > 100
+    assert (result.missing, result.extra, result.value_mismatches, result.duplicate_identities) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert result.stored == result.generated
+    # The twin shows every patient, and its newest value is the ledger's newest for that metric.
+    patients = {entry.patient for entry in entries}
+    assert set(list_patients(influx)) == patients
+    some_patient = sorted(patients)[0]
+    twin = read_twin(influx, some_patient)
+    newest: dict[str, tuple[int, float]] = {}
+    for entry in entries:
+        if entry.patient == some_patient and entry.ts_ns >= newest.get(entry.metric, (0, 0.0))[0]:
+            newest[entry.metric] = (entry.ts_ns, entry.value)
+    assert {v.metric: (v.ts_ns, v.value) for v in twin.vitals} == newest
+
+
+def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for full_topic, payload in messages:
+            client.publish(full_topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_tampered_misrouted_and_garbage_envelopes_are_never_written(
+    stack: LocalStack, influx: InfluxV1
+) -> None:
+    gateway = stack.add_gateway("it-ward-2", patients=1, seed=3, interval_scale=0.25)
+    stack.start_sink()
+    secret = read_secret_file(gateway.config_file.parent / "gateway.key", 32)
+    key = derive_session_key(secret, "it-ward-2", 1, Direction.UP)
+    own = topic("it-ward-2", Channel.TELEMETRY, stack.topic_prefix)
+    other = topic("it-ward-9", Channel.TELEMETRY, stack.topic_prefix)
+
+    # A genuine frame built by the agent's own framer, sealed three ways plus garbage.
+    def frame_bytes(value: float) -> bytes:
+        framer = Framer("it-ward-2")
+        framer.add(
+            Reading(
+                "d" * 32, "e" * 32, "hr-strap", by_name("heart_rate").code, time.time_ns(), value
+            )
+        )
+        frame = framer.take()
+        assert frame is not None
+        return encode_frame(frame)
+
+    good = seal(key, own, 10, frame_bytes(61.0), CONTENT_FRAME_V1)
+    tampered = bytearray(seal(key, own, 11, frame_bytes(62.0), CONTENT_FRAME_V1))
+    tampered[-1] ^= 0x01
+    misrouted = seal(key, own, 12, frame_bytes(63.0), CONTENT_FRAME_V1)
+    _publish(
+        stack.broker.port,
+        [(own, bytes(tampered)), (other, misrouted), (own, b"\x93garbage"), (own, good)],
+    )
+    _settle(influx, 1, timeout_s=15.0)
+    time.sleep(0.5)  # let anything wrongly accepted arrive too
+    values = sorted(stored_vitals(influx).values())
+    assert values == [61.0]
+    stack.stop_sink()
+    log = stack.sink_log.read_text()
+    assert "rejected (tag_invalid)" in log
+    assert "rejected (envelope_malformed)" in log
+
+
+def test_cli_help_lists_the_commands() -> None:
+    for module, commands in (
+        ("edge_agent", ["run"]),
+        ("cloud_sink", ["run", "twin"]),
+        ("firmware_sims", ["list"]),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        assert all(command in out for command in commands), out
+
+
+def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: InfluxV1) -> None:
+    gateway = stack.add_gateway("it-ward-3", patients=1, seed=5, interval_scale=0.25)
+    stack.start_sink()
+    stack.start_agent(gateway)
+    time.sleep(2.5)
+    assert stack.stop_agent(gateway) == 0
+    entries = read_ledger(gateway.ledger_file)
+    _settle(influx, len(entries))
+    out = subprocess.run(
+        [sys.executable, "-m", "cloud_sink", "twin", "show", entries[0].patient, "--json",
+         "--config", str(stack.sink_config)],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
+    ).stdout  # fmt: skip
+    twin = json.loads(out)
+    assert twin["patient"] == entries[0].patient
+    assert twin["readings"] == len(entries)
+    assert set(twin["vitals"]) == {entry.metric for entry in entries}
