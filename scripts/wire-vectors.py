@@ -67,12 +67,22 @@ CASES = (
             TS_NS,
             alerts=(
                 AlertEvent(
-                    "a-0001", PATIENT, DEVICE, by_name("spo2").code, "spo2_low", "critical",
-                    "raised", TS_NS, 87.0, "SpO2 < 90 % for 15 s",
+                    "a-0001",
+                    PATIENT,
+                    DEVICE,
+                    by_name("spo2").code,
+                    "spo2_low",
+                    "critical",
+                    "raised",
+                    TS_NS,
+                    87.0,
+                    "SpO2 < 90 % for 15 s",
                 ),
             ),
-            statuses=(DeviceStatus(DEVICE, "pulse-oximeter", TS_NS, True, 81.0, -67, 1.0, 0, None),),
-        ),  # fmt: skip
+            statuses=(
+                DeviceStatus(DEVICE, "pulse-oximeter", TS_NS, True, 81.0, -67, 1.0, 0, None),
+            ),
+        ),
     ),
 )
 
