@@ -18,6 +18,8 @@ from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
+from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
+from cloud_sink.news2 import to_json_dict as news2_json
 from cloud_sink.pipeline import SinkPipeline, SinkStats
 from cloud_sink.twin import iso_utc, read_twin, twin_json
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
@@ -150,6 +152,47 @@ def twin_show(
             str(vital.readings),
         )
     _out.print(table)
+
+
+@app.command()
+def news2(
+    rr: Annotated[float | None, typer.Option("--rr", help="Respiration rate, /min.")] = None,
+    spo2: Annotated[float | None, typer.Option("--spo2", help="SpO2, %.")] = None,
+    scale: Annotated[int, typer.Option("--scale", help="SpO2 scale: 1, or 2 (hypercapnic).")] = 1,
+    oxygen: Annotated[str | None, typer.Option("--oxygen", help="air or o2.")] = None,
+    sbp: Annotated[float | None, typer.Option("--sbp", help="Systolic BP, mmHg.")] = None,
+    hr: Annotated[float | None, typer.Option("--hr", help="Pulse, /min.")] = None,
+    acvpu: Annotated[str | None, typer.Option("--acvpu", help="A, C, V, P or U.")] = None,
+    temp: Annotated[float | None, typer.Option("--temp", help="Temperature, Cel.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Compute one NEWS2 score (RCP 2017); a parameter left out makes it incomplete, never 0."""
+    try:
+        inputs = News2Inputs(
+            rr_per_min=rr,
+            spo2_pct=spo2,
+            spo2_scale=scale,
+            on_oxygen=None if oxygen is None else parse_oxygen(oxygen),
+            sbp_mmhg=sbp,
+            hr_per_min=hr,
+            acvpu=acvpu,
+            temp_c=temp,
+        )
+        result = score(inputs)
+    except News2InputError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(news2_json(result)))
+        return
+    table = Table(
+        title=f"NEWS2 {result.total} ({result.band}{'' if result.complete else ', incomplete'})"
+    )
+    table.add_column("parameter")
+    table.add_column("score")
+    for name, points in result.subscores.items():
+        table.add_row(name, "missing" if points is None else str(points))
+    _out.print(table)
+    _out.print(result.response)
 
 
 def main() -> None:
