@@ -61,13 +61,14 @@ class VitalGenerator:
             self._drift = self._drift * decay + self._rng.normal(0.0, step_sd)
         self._last_t_s = t_s
 
-    def sample(self, t_s: float) -> float:
-        """The measured value at UNIX time `t_s`, quantised to the device resolution."""
+    def sample(self, t_s: float, offset: float = 0.0) -> float:
+        """The measured value at UNIX time `t_s` (plus an event's `offset`), quantised."""
         m = self.model
         self._advance_drift(t_s)
         hour = (t_s % SECONDS_PER_DAY) / 3600.0
         circadian = m.circadian_amplitude * math.cos(2.0 * math.pi * (hour - m.acrophase_h) / 24.0)
-        raw = self._personal_mean + circadian + self._drift + self._rng.normal(0.0, m.noise_sd)
+        raw = self._personal_mean + circadian + self._drift + offset
+        raw += self._rng.normal(0.0, m.noise_sd)
         clipped = min(m.high, max(m.low, raw))
         steps = round(clipped / m.resolution)
         # Round through the decimal string so 36.800000000000004 is stored as 36.8.
