@@ -18,6 +18,7 @@ from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
+from edge_agent.spool import Spool
 
 _LOGGER = logging.getLogger(__name__)
 app = typer.Typer(
@@ -68,10 +69,17 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    spool = Spool(
+        config.gateway.state_dir / "spool.db",
+        config.spool.max_bytes,
+        config.spool.commit_interval_s,
+    )
     try:
         async with Publisher(config.broker, config.gateway.gateway_id) as publisher:
             pipeline = AgentPipeline(
                 settings=config.pipeline,
+                spool_settings=config.spool,
+                spool=spool,
                 gateway_id=config.gateway.gateway_id,
                 topic_prefix=config.broker.topic_prefix,
                 sealer=sealer,
@@ -80,6 +88,7 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
             )
             return await pipeline.run(stop)
     finally:
+        spool.close()
         if ledger is not None:
             ledger.close()
 
@@ -99,7 +108,7 @@ def run(
         stats = asyncio.run(_run_agent(settings))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
-    if stats.frames_abandoned:
+    if stats.frames_left_spooled:
         raise typer.Exit(code=1)
 
 

@@ -32,6 +32,16 @@ class PipelineSettings:
 
 
 @dataclass(slots=True, frozen=True)
+class SpoolSettings:
+    """The durable spool of sealed frames (in the state directory)."""
+
+    max_bytes: int
+    commit_interval_s: float
+    backlog_frames_per_s: float
+    inflight_window: int
+
+
+@dataclass(slots=True, frozen=True)
 class SimulationSettings:
     """Present only in demo and test configs: simulated patients instead of real devices."""
 
@@ -47,6 +57,7 @@ class AgentConfig:
     gateway: GatewaySettings
     broker: BrokerSettings
     pipeline: PipelineSettings
+    spool: SpoolSettings
     simulation: SimulationSettings | None
 
     def master_secret(self) -> bytes:
@@ -97,6 +108,19 @@ def _pipeline(table: Table | None) -> PipelineSettings:
     return settings
 
 
+def _spool(table: Table | None) -> SpoolSettings:
+    if table is None:
+        return SpoolSettings(256 * 1024 * 1024, 0.2, 50.0, 16)
+    settings = SpoolSettings(
+        max_bytes=table.integer("max_bytes", 256 * 1024 * 1024, low=64 * 1024, high=2**40),
+        commit_interval_s=table.number("commit_interval_s", 0.2, low=0.0, high=0.2),
+        backlog_frames_per_s=table.number("backlog_frames_per_s", 50.0, low=0.1, high=100_000.0),
+        inflight_window=table.integer("inflight_window", 16, low=1, high=1000),
+    )
+    table.finish()
+    return settings
+
+
 def _simulation(table: Table | None) -> SimulationSettings | None:
     if table is None:
         return None
@@ -120,6 +144,7 @@ def load_agent_config(path: Path) -> AgentConfig:
             gateway=gateway,
             broker=_broker(root.table("mqtt"), gateway.gateway_id),
             pipeline=_pipeline(root.optional_table("pipeline")),
+            spool=_spool(root.optional_table("spool")),
             simulation=_simulation(root.optional_table("simulation")),
         )
         root.finish()

@@ -1,21 +1,25 @@
-"""The agent's pipeline: sources → bounded queue → framer → sealer → outbox → publisher."""
+"""The agent's pipeline: sources → bounded queue → framer → sealer → spool → publisher window."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.config import PipelineSettings
+from edge_agent.config import PipelineSettings, SpoolSettings
 from edge_agent.framer import Framer
-from edge_agent.protocol import Channel, encode_frame, topic
+from edge_agent.protocol import Channel, Frame, encode_frame, topic
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
 from edge_agent.sources import Reading, Source
+from edge_agent.spool import Priority, Spool, SpooledFrame
 
 _LOGGER = logging.getLogger(__name__)
+IDLE_POLL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -27,56 +31,76 @@ class PipelineStats:
     readings_acked: int = 0
     frames_sealed: int = 0
     frames_acked: int = 0
-    frames_abandoned: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class _Sealed:
-    envelope: bytes
-    readings: int
+    frames_left_spooled: int = 0
 
 
 class AgentPipeline:
-    """Runs the sources until `stop` is set, then drains: nothing emitted is left unpublished
-    unless the broker stays away longer than the drain timeout (then the loss is logged)."""
+    """Runs the sources until `stop` is set, then drains the spool to the broker.
+
+    Every sealed frame is written to the spool before it is published and deleted only after
+    its PUBACK, so a broker outage or an agent restart loses nothing that was sealed. Frames
+    sealed while connected ("live") are published first; frames left from an outage or an
+    earlier run ("backlog") drain behind them at `backlog_frames_per_s`.
+    """
 
     def __init__(
         self,
         *,
         settings: PipelineSettings,
+        spool_settings: SpoolSettings,
         gateway_id: str,
         topic_prefix: str,
         sealer: Sealer,
         publisher: Publisher,
+        spool: Spool,
         sources: Sequence[Source],
     ) -> None:
         self._settings = settings
+        self._spool_settings = spool_settings
         self._sealer = sealer
         self._publisher = publisher
+        self._spool = spool
         self._sources = list(sources)
         self._framer = Framer(gateway_id)
-        self._topic = topic(gateway_id, Channel.TELEMETRY, topic_prefix)
+        self._telemetry_topic = topic(gateway_id, Channel.TELEMETRY, topic_prefix)
         self._readings: asyncio.Queue[Reading] = asyncio.Queue(settings.queue_readings)
-        self._outbox: asyncio.Queue[_Sealed | None] = asyncio.Queue(settings.outbox_frames)
-        self._sources_done = asyncio.Event()
+        self._live: collections.deque[SpooledFrame] = collections.deque(
+            maxlen=settings.outbox_frames
+        )
+        self._inflight: set[int] = set()
+        self._pick_lock = asyncio.Lock()
+        self._new_frame = asyncio.Event()
+        self._sealing_done = asyncio.Event()
+        self._next_backlog_at = 0.0
+        self._sources_stopped = False
         self.stats = PipelineStats()
 
     async def _emit(self, reading: Reading) -> None:
         # Backpressure: a full queue makes the source wait (sources at the edge of the world
-        # drop-oldest in their own callbacks and count it; see edge_agent.sources).
+        # drop-oldest in their own callbacks and count it).
         await self._readings.put(reading)
         self.stats.readings_in += 1
 
-    async def _flush(self) -> None:
-        frame = self._framer.take()
-        if frame is None:
-            return
+    async def seal_and_spool(self, frame: Frame, full_topic: str, priority: Priority) -> None:
+        """Seal one frame and make it durable before anyone tries to publish it."""
         # The counter fsyncs once per reserve block (1024 frames): rare and short enough
         # to stay on the loop rather than hopping threads for every frame.
-        _seq, envelope = self._sealer.seal(self._topic, encode_frame(frame))
-        self.stats.readings_framed += frame.reading_count
+        _seq, envelope = self._sealer.seal(full_topic, encode_frame(frame))
+        readings = frame.reading_count
+        frame_id = await asyncio.to_thread(
+            self._spool.append, full_topic, envelope, readings, priority
+        )
         self.stats.frames_sealed += 1
-        await self._outbox.put(_Sealed(envelope, frame.reading_count))
+        self.stats.readings_framed += readings
+        self._live.append(
+            SpooledFrame(frame_id, priority, time.time_ns(), full_topic, envelope, readings)
+        )
+        self._new_frame.set()
+
+    async def _flush(self) -> None:
+        frame = self._framer.take()
+        if frame is not None:
+            await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
 
     async def _frame_loop(self) -> None:
         interval_s = self._settings.batch_interval_s
@@ -91,17 +115,55 @@ class AgentPipeline:
                 except TimeoutError:
                     break
                 self._framer.add(reading)
-            if self._sources_done.is_set() and self._readings.empty():
+            if self._sources_stopped and self._readings.empty():
                 await self._flush()
-                await self._outbox.put(None)
+                self._sealing_done.set()
+                self._new_frame.set()
                 return
             await self._flush()
 
-    async def _publish_loop(self) -> None:
-        while (item := await self._outbox.get()) is not None:
-            await self._publisher.publish(self._topic, item.envelope)
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._spool_settings.commit_interval_s)
+            await asyncio.to_thread(self._spool.tick)
+
+    async def _pick(self) -> SpooledFrame | None:
+        """Next frame to publish: live first, then backlog at its rate; None when drained."""
+        async with self._pick_lock:
+            while True:
+                self._new_frame.clear()  # before looking, so no wake-up is lost
+                while self._live:
+                    frame = self._live.popleft()
+                    if frame.id not in self._inflight:
+                        self._inflight.add(frame.id)
+                        return frame
+                now = time.monotonic()
+                wait_s = min(IDLE_POLL_S, self._next_backlog_at - now)
+                if wait_s <= 0:
+                    wait_s = IDLE_POLL_S  # unless the backlog has something, idle until woken
+                    backlog = await asyncio.to_thread(
+                        self._spool.oldest, 1, frozenset(self._inflight)
+                    )
+                    if backlog:
+                        rate = self._spool_settings.backlog_frames_per_s
+                        self._next_backlog_at = now + 1.0 / rate
+                        self._inflight.add(backlog[0].id)
+                        return backlog[0]
+                    if self._sealing_done.is_set() and not self._inflight:
+                        return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_frame.wait(), wait_s)
+
+    async def _publish_worker(self) -> None:
+        while (frame := await self._pick()) is not None:
+            try:
+                await self._publisher.publish(frame.topic, frame.envelope)
+                await asyncio.to_thread(self._spool.delete, frame.id)
+            finally:
+                self._inflight.discard(frame.id)
+                self._new_frame.set()
             self.stats.frames_acked += 1
-            self.stats.readings_acked += item.readings
+            self.stats.readings_acked += frame.readings
 
     async def run(self, stop: asyncio.Event) -> PipelineStats:
         async with asyncio.TaskGroup() as group:
@@ -110,23 +172,30 @@ class AgentPipeline:
                 for source in self._sources
             ]
             framer_task = group.create_task(self._frame_loop(), name="agent.framer")
-            publisher_task = group.create_task(self._publish_loop(), name="agent.publisher")
+            commit_task = group.create_task(self._commit_loop(), name="agent.spool-commit")
+            workers = [
+                group.create_task(self._publish_worker(), name=f"agent.publisher[{n}]")
+                for n in range(self._spool_settings.inflight_window)
+            ]
             await stop.wait()
             _LOGGER.info("stopping %d sources, then draining", len(self._sources))
             for source in self._sources:
                 source.stop()
             await asyncio.gather(*source_tasks)
-            self._sources_done.set()
-            done, _ = await asyncio.wait({publisher_task}, timeout=self._settings.drain_timeout_s)
-            if not done:
-                self.stats.frames_abandoned = self._outbox.qsize() + 1
-                _LOGGER.error(
-                    "drain timed out after %.0f s: %d frames unpublished",
-                    self._settings.drain_timeout_s,
-                    self.stats.frames_abandoned,
-                )
-                publisher_task.cancel()
-                framer_task.cancel()
+            self._sources_stopped = True
+            _done, pending = await asyncio.wait(
+                [framer_task, *workers], timeout=self._settings.drain_timeout_s
+            )
+            for task in (*pending, commit_task):
+                task.cancel()
+        await asyncio.to_thread(self._spool.flush)
+        self.stats.frames_left_spooled = (await asyncio.to_thread(self._spool.stats)).frames
+        if self.stats.frames_left_spooled:
+            _LOGGER.error(
+                "drain stopped after %.0f s: %d frames stay spooled for the next start",
+                self._settings.drain_timeout_s,
+                self.stats.frames_left_spooled,
+            )
         _LOGGER.info(
             "pipeline stopped: %d readings in, %d acknowledged in %d frames",
             self.stats.readings_in,

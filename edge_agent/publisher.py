@@ -50,8 +50,9 @@ class Publisher:
         self._status_topic = topic(gateway_id, Channel.STATUS, settings.topic_prefix)
         self._client: aiomqtt.Client | None = None
         self._failures = 0
+        self._connect_lock = asyncio.Lock()
         self.published_total = 0
-        self.reconnects_total = 0
+        self.connections_total = 0
         self.last_puback_ns: int | None = None
 
     def _status_payload(self, state: str) -> bytes:
@@ -74,44 +75,59 @@ class Publisher:
             tls_context=tls,
         )
 
-    async def _connected(self) -> aiomqtt.Client:
-        while self._client is None:
-            client = self._new_client()
-            try:
-                await client.__aenter__()
-                await client.publish(
-                    self._status_topic, self._status_payload("online"), qos=1, retain=True
-                )
-            except aiomqtt.MqttError as exc:
-                await self._drop(client, exc)
-                continue
-            if self._failures:
-                self.reconnects_total += 1
-                _LOGGER.info("broker reachable again after %d failed attempts", self._failures)
-            self._failures = 0
-            self._client = client
-        return self._client
-
-    async def _drop(self, client: aiomqtt.Client, exc: BaseException) -> None:
-        """Forget a broken client and sleep the backoff before the next attempt."""
-        self._client = None
-        with contextlib.suppress(aiomqtt.MqttError):  # already gone: nothing left to close
-            await client.__aexit__(None, None, None)
-        self._failures += 1
+    def _backoff_s(self) -> float:
         cap_s = min(self._settings.reconnect_max_s, BACKOFF_BASE_S * 2 ** min(self._failures, 16))
-        delay_s = random.uniform(cap_s / 2, cap_s)  # noqa: S311 - jitter, not cryptography
+        return random.uniform(cap_s / 2, cap_s)  # noqa: S311 - jitter, not cryptography
+
+    async def _connected(self) -> aiomqtt.Client:
+        """The live client; one caller (re)connects while the others wait for it."""
+        async with self._connect_lock:
+            while self._client is None:
+                if self._failures:
+                    await asyncio.sleep(self._backoff_s())
+                client = self._new_client()
+                try:
+                    await client.__aenter__()
+                    await client.publish(
+                        self._status_topic, self._status_payload("online"), qos=1, retain=True
+                    )
+                except aiomqtt.MqttError as exc:
+                    self._failures += 1
+                    self._log_unavailable(exc)
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await client.__aexit__(None, None, None)
+                    continue
+                if self._failures:
+                    _LOGGER.info("broker reachable again after %d failed attempts", self._failures)
+                self._failures = 0
+                self.connections_total += 1
+                self._client = client
+            return self._client
+
+    def _log_unavailable(self, exc: BaseException) -> None:
         _LOGGER.warning(
-            "broker %s:%d unavailable (%s); retry %d in %.1f s",
+            "broker %s:%d unavailable (%s); attempt %d failed",
             self._settings.host,
             self._settings.port,
             exc,
             self._failures,
-            delay_s,
         )
-        await asyncio.sleep(delay_s)
+
+    async def _discard(self, client: aiomqtt.Client, exc: BaseException) -> None:
+        """Forget a broken client once, however many publishers saw it fail."""
+        if self._client is not client:
+            return
+        self._client = None
+        self._failures += 1
+        self._log_unavailable(exc)
+        with contextlib.suppress(aiomqtt.MqttError):  # already gone: nothing left to close
+            await client.__aexit__(None, None, None)
 
     async def publish(self, full_topic: str, payload: bytes) -> None:
-        """Publish with QoS 1 and return after PUBACK; retries across reconnects until cancelled."""
+        """Publish with QoS 1 and return after PUBACK; retries across reconnects until cancelled.
+
+        Several callers may publish at once (the in-flight window); they share one connection.
+        """
         while True:
             client = await self._connected()
             try:
@@ -119,7 +135,7 @@ class Publisher:
                     full_topic, payload, qos=1, timeout=self._settings.publish_timeout_s
                 )
             except aiomqtt.MqttError as exc:
-                await self._drop(client, exc)
+                await self._discard(client, exc)
                 continue
             self.published_total += 1
             self.last_puback_ns = time.time_ns()

@@ -111,6 +111,11 @@ class _ChildService:
             self.process.kill()
             self.process.wait(STOP_TIMEOUT_S)
 
+    def restart(self) -> Self:
+        """Stop and start again on the same port with the same data (an outage, for tests)."""
+        self.stop()
+        return self.start()
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -143,6 +148,9 @@ class MosquittoServer(_ChildService):
                     "per_listener_settings false",
                     f"listener {self.port} {LOOPBACK}",
                     "allow_anonymous true",
+                    # Run as root, mosquitto drops to the 'mosquitto' user, which cannot write
+                    # a root-owned temporary folder: stay the invoking user for this local broker.
+                    *(["user root"] if os.geteuid() == 0 else []),
                     "persistence true",
                     f"persistence_location {self.workdir}/",
                     "autosave_interval 1",

@@ -80,7 +80,13 @@ max_age_ms = {batch_max_age_ms}
         return self.sink_config
 
     def add_gateway(
-        self, gateway_id: str, patients: int, seed: int, interval_scale: float = 1.0
+        self,
+        gateway_id: str,
+        patients: int,
+        seed: int,
+        interval_scale: float = 1.0,
+        *,
+        drain_timeout_s: float = 30.0,
     ) -> GatewayRun:
         """Mint the gateway's master secret (both sides get a 0600 copy) and write its config."""
         folder = self.root / gateway_id
@@ -103,7 +109,7 @@ keepalive_s = 10
 
 [pipeline]
 batch_interval_s = 0.5
-drain_timeout_s = 30
+drain_timeout_s = {drain_timeout_s}
 
 [simulation]
 patients = {patients}

@@ -1,0 +1,89 @@
+"""Outages: readings sealed while the broker is down wait in the agent's spool and all arrive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud_sink.influx import InfluxV1
+from cloud_sink.twin import stored_vitals
+from firmware_sims.ledger import read_ledger, reconcile
+from firmware_sims.services import InfluxServer, MosquittoServer
+from firmware_sims.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A broker of this test's own: it is stopped and restarted, unlike the shared one."""
+    with MosquittoServer(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+def test_broker_outage_loses_nothing(
+    tmp_path: Path, own_broker: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(tmp_path, own_broker, influxdb, database=isolation)
+    influx = InfluxV1(influxdb.url, isolation)
+    try:
+        stack.write_sink_config(batch_max_age_ms=100)
+        gateway = stack.add_gateway("outage-ward", patients=2, seed=21, interval_scale=0.25)
+        stack.start_sink()
+        stack.start_agent(gateway)
+        time.sleep(2.0)
+        own_broker.stop()
+        time.sleep(4.0)  # the agent keeps sealing into its spool meanwhile
+        during = len(read_ledger(gateway.ledger_file))
+        own_broker.start()
+        time.sleep(3.0)
+        assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-3000:]
+        entries = read_ledger(gateway.ledger_file)
+        deadline = time.monotonic() + 30.0
+        while len(stored_vitals(influx)) < len(entries) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        result = reconcile(entries, stored_vitals(influx))
+        assert during > 20
+        assert (result.missing, result.extra, result.value_mismatches) == (0, 0, 0)
+        assert result.stored == result.generated
+        assert "unavailable" in gateway.log_file.read_text()
+    finally:
+        stack.stop_all()
+        influx.close()
+
+
+def test_frames_left_in_the_spool_are_sent_by_the_next_run(
+    tmp_path: Path, own_broker: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(tmp_path, own_broker, influxdb, database=isolation)
+    influx = InfluxV1(influxdb.url, isolation)
+    try:
+        stack.write_sink_config(batch_max_age_ms=100)
+        gateway = stack.add_gateway(
+            "restart-ward", patients=2, seed=8, interval_scale=0.25, drain_timeout_s=1.0
+        )
+        stack.start_sink()
+        own_broker.stop()
+        stack.start_agent(gateway)
+        time.sleep(3.0)
+        # No broker: the drain gives up, the frames stay spooled, and the agent says so.
+        assert stack.stop_agent(gateway) == 1
+        first_run = len(read_ledger(gateway.ledger_file))
+        assert "stay spooled for the next start" in gateway.log_file.read_text()
+        own_broker.start()
+        stack.start_agent(gateway)
+        time.sleep(2.0)
+        assert stack.stop_agent(gateway) == 0
+        entries = read_ledger(gateway.ledger_file)
+        deadline = time.monotonic() + 30.0
+        while len(stored_vitals(influx)) < len(entries) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        result = reconcile(entries, stored_vitals(influx))
+        assert first_run > 20
+        assert (result.missing, result.extra, result.value_mismatches) == (0, 0, 0)
+    finally:
+        stack.stop_all()
+        influx.close()
