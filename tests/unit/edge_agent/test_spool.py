@@ -28,10 +28,8 @@ def test_only_sealed_bytes_rest_on_disk(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", max_bytes=10_000)
     spool.append("t", b"\x92\xc4ciphertext", readings=3)
     spool.flush()
-    columns = [
-        row[1]
-        for row in sqlite3.connect(tmp_path / "spool.db").execute("PRAGMA table_info(frames)")
-    ]
+    with contextlib.closing(sqlite3.connect(tmp_path / "spool.db")) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(frames)")]
     assert columns == ["id", "priority", "created_ns", "topic", "envelope", "readings"]
     spool.close()
 
