@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sink.clinical import clinical_json, clinical_twin, record_observation
 from cloud_sink.config import SinkConfig, load_sink_config
 from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
@@ -21,7 +23,7 @@ from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
 from cloud_sink.news2 import to_json_dict as news2_json
 from cloud_sink.pipeline import SinkPipeline, SinkStats
-from cloud_sink.twin import iso_utc, read_twin, twin_json
+from cloud_sink.twin import iso_utc
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,30 +130,84 @@ def twin_show(
     patient: Annotated[str, typer.Argument(help="The patient's pseudonymous token.")],
     config: ConfigOption = Path("configs/sink.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stale_factor: Annotated[
+        float, typer.Option(help="A metric is stale after this many expected intervals.")
+    ] = 5.0,
 ) -> None:
-    """Show a patient's twin: the newest value, time and source device of every vital."""
+    """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts."""
     try:
         settings = load_sink_config(config)
         influx = _influx(settings)
-        twin = read_twin(influx, patient)
+        view = clinical_twin(influx, patient, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(twin_json(twin)))
+        typer.echo(json.dumps(clinical_json(view)))
         return
+    twin = view.twin
     table = Table(title=f"patient {twin.patient} ({twin.readings} readings)")
-    for column in ("vital", "value", "unit", "time (UTC)", "device", "readings"):
+    for column in ("vital", "value", "unit", "time (UTC)", "age", "trend /h", "device"):
         table.add_column(column)
     for vital in twin.vitals:
+        fresh = view.freshness[vital.metric]
+        trend = view.trends.get(vital.metric)
         table.add_row(
             vital.title,
             f"{vital.value:g}",
             vital.unit,
             iso_utc(vital.ts_ns),
+            f"{fresh.age_s:.0f} s" + (" [red]stale[/]" if fresh.stale else ""),
+            "-" if trend is None else f"{trend:+.1f}",
             vital.device[:8] + "…",
-            str(vital.readings),
         )
     _out.print(table)
+    n = view.news2
+    missing = [name for name, points in n.subscores.items() if points is None]
+    _out.print(
+        f"NEWS2 {n.total} ({n.band})"
+        + (f", incomplete: missing {', '.join(missing)}" if missing else "")
+    )
+    for alert in view.alerts:
+        _out.print(
+            f"alert {alert.kind} ({alert.severity}) {alert.state} at {iso_utc(alert.since_ns)}"
+        )
+
+
+@twin_app.command("observe")
+def twin_observe(
+    patient: Annotated[str, typer.Argument(help="The patient's pseudonymous token.")],
+    acvpu: Annotated[str | None, typer.Option("--acvpu", help="A, C, V, P or U.")] = None,
+    oxygen: Annotated[str | None, typer.Option("--oxygen", help="air or o2.")] = None,
+    scale: Annotated[int | None, typer.Option("--scale", help="SpO2 scale 1 or 2.")] = None,
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Record a nurse's observations (consciousness, oxygen, SpO2 scale) for the twin's NEWS2."""
+    entries = {
+        "acvpu": acvpu,
+        "oxygen": oxygen,
+        "spo2_scale": None if scale is None else str(scale),
+    }
+    try:
+        # Validate through the NEWS2 rules before anything is stored.
+        News2Inputs(
+            acvpu=acvpu,
+            on_oxygen=None if oxygen is None else parse_oxygen(oxygen),
+            spo2_scale=1 if scale is None else scale,
+        )
+        if all(value is None for value in entries.values()):
+            raise _fail(ValueError("give at least one of --acvpu, --oxygen, --scale"))
+        influx = _influx(load_sink_config(config))
+        now_ns = time.time_ns()
+        for kind, value in entries.items():
+            if value is not None:
+                record_observation(
+                    influx, patient, kind, value.upper() if kind == "acvpu" else value, now_ns
+                )
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    _out.print(
+        f"recorded for {patient[:8]}…: " + ", ".join(f"{k}={v}" for k, v in entries.items() if v)
+    )
 
 
 @app.command()

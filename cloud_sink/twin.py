@@ -46,7 +46,7 @@ class TwinView:
         return sum(vital.readings for vital in self.vitals)
 
 
-def _check_token(patient: str) -> str:
+def check_token(patient: str) -> str:
     # Tokens are validated before they are spliced into InfluxQL: nothing else can get in.
     if not _TOKEN_RE.fullmatch(patient):
         raise UnknownPatient(patient, "not a patient token (32 lowercase hex characters)")
@@ -61,7 +61,7 @@ def list_patients(influx: InfluxV1) -> list[str]:
 
 def read_twin(influx: InfluxV1, patient: str) -> TwinView:
     """Newest value per metric (newest timestamp wins, whichever device sent it)."""
-    token = _check_token(patient)
+    token = check_token(patient)
     latest = influx.query(
         f'SELECT last("value") FROM "vital" WHERE "patient" = \'{token}\' '  # noqa: S608
         'GROUP BY "metric", "device"'
@@ -121,7 +121,7 @@ Identity = tuple[str, str, str, int]
 
 def stored_vitals(influx: InfluxV1, patient: str | None = None) -> dict[Identity, float]:
     """Every stored vital keyed by identity (for reconciliation against a simulator's ledger)."""
-    where = f" WHERE \"patient\" = '{_check_token(patient)}'" if patient is not None else ""
+    where = f" WHERE \"patient\" = '{check_token(patient)}'" if patient is not None else ""
     query = f'SELECT "value", "patient", "metric", "device" FROM "vital"{where}'  # noqa: S608
     series = influx.query(query)
     stored: dict[Identity, float] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from pathlib import Path
@@ -10,21 +11,28 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.detect import DetectionStage
 from edge_agent.errors import EdgeAgentError
+from edge_agent.filters import FilterError, load_presets, warm_up
 from edge_agent.pipeline import AgentPipeline, PipelineStats
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 from edge_agent.publisher import Publisher
+from edge_agent.replay import alert_row
+from edge_agent.replay import replay as run_replay
 from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
 from edge_agent.spool import Spool
 
 _LOGGER = logging.getLogger(__name__)
+BASELINES = "baselines.json"
 app = typer.Typer(
     help="bedside-twin edge agent: devices in, sealed frames out.", no_args_is_help=True
 )
 _err = Console(stderr=True)
+_out = Console()
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Agent TOML file (see configs/agent.toml).")
@@ -52,7 +60,14 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
         from firmware_sims.fleet import simulated_ward  # noqa: PLC0415 - only when simulating
 
         sim = config.simulation
-        ward, ledger = simulated_ward(sim.patients, sim.seed, sim.ledger_file, sim.interval_scale)
+        ward, ledger = simulated_ward(
+            sim.patients,
+            sim.seed,
+            sim.ledger_file,
+            interval_scale=sim.interval_scale,
+            events_per_hour=sim.events_per_hour,
+            scripted_event=sim.scripted_event,
+        )
         sources.extend(ward)
     if not sources:
         msg = f"{config.source_file}: no device sources configured"
@@ -69,6 +84,18 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    detection = None
+    if config.filters.enabled:
+        try:
+            presets = load_presets(config.filters.presets_file)
+        except FilterError as exc:
+            raise EdgeAgentError(str(exc)) from exc
+        # Compiles the kernels once, or loads them from numba's on-disk cache.
+        await asyncio.to_thread(warm_up)
+        detection = DetectionStage(presets)
+        await asyncio.to_thread(detection.load_baselines, config.gateway.state_dir / BASELINES)
+    else:
+        _LOGGER.warning("filter bank disabled by [filters] enabled = false: no bedside alerts")
     spool = Spool(
         config.gateway.state_dir / "spool.db",
         config.spool.max_bytes,
@@ -85,6 +112,8 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
                 sealer=sealer,
                 publisher=publisher,
                 sources=sources,
+                detection=detection,
+                baselines_file=config.gateway.state_dir / BASELINES,
             )
             return await pipeline.run(stop)
     finally:
@@ -110,6 +139,40 @@ def run(
         raise _fail(exc) from None
     if stats.frames_left_spooled:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def replay(
+    recording: Annotated[
+        Path, typer.Argument(help="CSV: time, patient, metric, value[, quality].")
+    ],
+    config: ConfigOption = Path("configs/agent.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per alert.")] = False,
+) -> None:
+    """Run a recorded session through the agent's filter bank and alerts (for tuning presets)."""
+    configure_logging("error", "text")
+    try:
+        settings = load_agent_config(config)
+        result = run_replay(recording, load_presets(settings.filters.presets_file))
+    except (EdgeAgentError, FilterError) as exc:
+        raise _fail(exc) from None
+    for problem in result.problems:
+        typer.echo(f"{recording}:{problem.line}: skipped: {problem.reason}", err=True)
+    rows = [alert_row(event, patient) for event, patient in result.alerts]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        typer.echo(json.dumps({"summary": result.summary()}))
+        return
+    table = Table(title=f"alerts replayed from {recording.name}")
+    for column in ("time (UTC)", "patient", "metric", "kind", "severity", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(str(row[key]) for key in ("time", "patient", "metric", "kind", "severity", "state"))
+        )
+    _out.print(table)
+    _out.print(result.summary())
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from edge_agent.publisher import BrokerSettings
 GATEWAY_ID_PATTERN = r"[a-z0-9-]{3,32}"
 CLIENT_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 PREFIX_PATTERN = r"([A-Za-z0-9_-]+/)*"
+# Kept here rather than imported so the agent imports firmware_sims only when simulating.
+SIMULATED_EVENTS = ("desaturation", "tachycardia", "bradycardia", "fever", "hypotension", "af")
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +44,14 @@ class SpoolSettings:
 
 
 @dataclass(slots=True, frozen=True)
+class FilterSettings:
+    """The filter bank: per-metric presets, or explicitly off."""
+
+    enabled: bool
+    presets_file: Path
+
+
+@dataclass(slots=True, frozen=True)
 class SimulationSettings:
     """Present only in demo and test configs: simulated patients instead of real devices."""
 
@@ -49,6 +59,8 @@ class SimulationSettings:
     seed: int
     ledger_file: Path
     interval_scale: float
+    events_per_hour: float
+    scripted_event: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,6 +70,7 @@ class AgentConfig:
     broker: BrokerSettings
     pipeline: PipelineSettings
     spool: SpoolSettings
+    filters: FilterSettings
     simulation: SimulationSettings | None
 
     def master_secret(self) -> bytes:
@@ -121,6 +134,14 @@ def _spool(table: Table | None) -> SpoolSettings:
     return settings
 
 
+def _filters(table: Table) -> FilterSettings:
+    settings = FilterSettings(
+        enabled=table.boolean("enabled", True), presets_file=table.path("presets_file")
+    )
+    table.finish()
+    return settings
+
+
 def _simulation(table: Table | None) -> SimulationSettings | None:
     if table is None:
         return None
@@ -129,6 +150,10 @@ def _simulation(table: Table | None) -> SimulationSettings | None:
         seed=table.integer("seed", 1),
         ledger_file=table.path("ledger_file"),
         interval_scale=table.number("interval_scale", 1.0, low=0.001, high=1000.0),
+        events_per_hour=table.number("events_per_hour", 0.0, low=0.0, high=60.0),
+        scripted_event=table.choice("scripted_event", SIMULATED_EVENTS)
+        if table.has("scripted_event")
+        else None,
     )
     table.finish()
     return settings
@@ -145,6 +170,7 @@ def load_agent_config(path: Path) -> AgentConfig:
             broker=_broker(root.table("mqtt"), gateway.gateway_id),
             pipeline=_pipeline(root.optional_table("pipeline")),
             spool=_spool(root.optional_table("spool")),
+            filters=_filters(root.table("filters")),
             simulation=_simulation(root.optional_table("simulation")),
         )
         root.finish()

@@ -9,10 +9,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge_agent.config import PipelineSettings, SpoolSettings
+from edge_agent.detect import DetectionStage
 from edge_agent.framer import Framer
-from edge_agent.protocol import Channel, Frame, encode_frame, topic
+from edge_agent.protocol import AlertEvent, Channel, Frame, encode_frame, topic
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
 from edge_agent.sources import Reading, Source
@@ -20,6 +22,8 @@ from edge_agent.spool import Priority, Spool, SpooledFrame
 
 _LOGGER = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
+CHUNK_READINGS = 512
+BASELINE_SAVE_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -32,6 +36,7 @@ class PipelineStats:
     frames_sealed: int = 0
     frames_acked: int = 0
     frames_left_spooled: int = 0
+    alerts_sent: int = 0
 
 
 class AgentPipeline:
@@ -54,6 +59,8 @@ class AgentPipeline:
         publisher: Publisher,
         spool: Spool,
         sources: Sequence[Source],
+        detection: DetectionStage | None = None,
+        baselines_file: Path | None = None,
     ) -> None:
         self._settings = settings
         self._spool_settings = spool_settings
@@ -63,6 +70,11 @@ class AgentPipeline:
         self._sources = list(sources)
         self._framer = Framer(gateway_id)
         self._telemetry_topic = topic(gateway_id, Channel.TELEMETRY, topic_prefix)
+        self._alerts_topic = topic(gateway_id, Channel.ALERTS, topic_prefix)
+        self._gateway_id = gateway_id
+        self._detection = detection
+        self._baselines_file = baselines_file
+        self._baselines_saved_at = time.monotonic()
         self._readings: asyncio.Queue[Reading] = asyncio.Queue(settings.queue_readings)
         self._live: collections.deque[SpooledFrame] = collections.deque(
             maxlen=settings.outbox_frames
@@ -92,15 +104,48 @@ class AgentPipeline:
         )
         self.stats.frames_sealed += 1
         self.stats.readings_framed += readings
-        self._live.append(
-            SpooledFrame(frame_id, priority, time.time_ns(), full_topic, envelope, readings)
-        )
+        spooled = SpooledFrame(frame_id, priority, time.time_ns(), full_topic, envelope, readings)
+        if priority is Priority.CRITICAL:
+            self._live.appendleft(spooled)  # alerts overtake routine frames waiting to go
+        else:
+            self._live.append(spooled)
         self._new_frame.set()
 
     async def _flush(self) -> None:
         frame = self._framer.take()
         if frame is not None:
             await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
+
+    async def _send_alerts(self, alerts: list[AlertEvent]) -> None:
+        """Alerts travel at once in a frame of their own on the alerts topic."""
+        self.stats.alerts_sent += len(alerts)
+        frame = Frame(self._gateway_id, time.time_ns(), alerts=tuple(alerts))
+        await self.seal_and_spool(frame, self._alerts_topic, Priority.CRITICAL)
+
+    async def _detect_and_frame(self, chunk: list[Reading]) -> None:
+        # A chunk is at most CHUNK_READINGS readings: the kernels take well under a millisecond,
+        # so they run on the loop rather than paying a thread hop per chunk.
+        flags: list[int]
+        alerts: list[AlertEvent]
+        if self._detection is None:
+            flags, alerts = [0] * len(chunk), []
+        else:
+            flags, alerts = self._detection.process(chunk)
+        for reading, bits in zip(chunk, flags, strict=True):
+            self._framer.add(reading, bits)
+        if alerts:
+            await self._send_alerts(alerts)
+
+    async def _housekeeping(self) -> None:
+        if self._detection is None:
+            return
+        silent = self._detection.tick(time.time_ns())
+        if silent:
+            await self._send_alerts(silent)
+        due = time.monotonic() - self._baselines_saved_at >= BASELINE_SAVE_INTERVAL_S
+        if self._baselines_file is not None and (due or self._sources_stopped):
+            await asyncio.to_thread(self._detection.save_baselines, self._baselines_file)
+            self._baselines_saved_at = time.monotonic()
 
     async def _frame_loop(self) -> None:
         interval_s = self._settings.batch_interval_s
@@ -111,16 +156,20 @@ class AgentPipeline:
                 if remaining_s <= 0:
                     break
                 try:
-                    reading = await asyncio.wait_for(self._readings.get(), remaining_s)
+                    first = await asyncio.wait_for(self._readings.get(), remaining_s)
                 except TimeoutError:
                     break
-                self._framer.add(reading)
-            if self._sources_stopped and self._readings.empty():
-                await self._flush()
+                chunk = [first]
+                while len(chunk) < CHUNK_READINGS and not self._readings.empty():
+                    chunk.append(self._readings.get_nowait())
+                await self._detect_and_frame(chunk)
+            stopping = self._sources_stopped and self._readings.empty()
+            await self._housekeeping()
+            await self._flush()
+            if stopping:
                 self._sealing_done.set()
                 self._new_frame.set()
                 return
-            await self._flush()
 
     async def _commit_loop(self) -> None:
         while True:

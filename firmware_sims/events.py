@@ -1,7 +1,8 @@
 """Injected clinical events with ground-truth intervals: what a detector should find, and when.
 
-Each event adds a smooth envelope to one or more vitals: a linear onset, a plateau and a linear
-recovery (DESIGN §7). AF also makes the heart rate irregular. Everything is drawn from a seeded
+Each event pulls one or more vitals towards a target level drawn for that episode, through a
+smooth envelope: a linear onset, a plateau and a linear recovery (DESIGN §7). AF also makes the
+heart rate irregular. Everything is drawn from a seeded
 generator, so a cohort replays exactly, and every event is returned as a `GroundTruth` interval
 (onset start to recovery end) for scoring sensitivity, PPV and detection latency.
 """
@@ -16,10 +17,10 @@ import numpy as np
 
 @dataclass(slots=True, frozen=True)
 class EventKind:
-    """How one kind of event moves the vitals (deltas at the plateau, in catalogue units)."""
+    """How one kind of event moves the vitals: plateau target ranges, in catalogue units."""
 
     name: str
-    deltas: tuple[tuple[str, float], ...]
+    targets: tuple[tuple[str, float, float], ...]
     onset_s: tuple[float, float]
     plateau_s: tuple[float, float]
     recovery_s: tuple[float, float]
@@ -30,18 +31,20 @@ class EventKind:
 EVENT_KINDS: Final[dict[str, EventKind]] = {
     k.name: k
     for k in (
-        EventKind("desaturation", (("spo2", -11.0),), (20, 60), (60, 240), (30, 90)),
-        EventKind("tachycardia", (("heart_rate", 55.0),), (30, 90), (120, 600), (60, 180)),
-        EventKind("bradycardia", (("heart_rate", -42.0),), (10, 30), (60, 300), (20, 60)),
-        EventKind("fever", (("body_temp", 2.2),), (600, 1200), (1800, 3600), (900, 1800)),
+        EventKind("desaturation", (("spo2", 82.0, 87.0),), (20, 60), (60, 240), (30, 90)),
+        EventKind("tachycardia", (("heart_rate", 138.0, 160.0),), (30, 90), (120, 600), (60, 180)),
+        EventKind("bradycardia", (("heart_rate", 30.0, 37.0),), (10, 30), (60, 300), (20, 60)),
+        EventKind("fever", (("body_temp", 38.8, 40.0),), (600, 1200), (1800, 3600), (900, 1800)),
         EventKind(
             "hypotension",
-            (("bp_systolic", -42.0), ("bp_diastolic", -22.0)),
+            (("bp_systolic", 72.0, 86.0), ("bp_diastolic", 40.0, 52.0)),
             (120, 300),
-            (600, 1800),
+            (900, 2400),
             (300, 600),
         ),
-        EventKind("af", (("heart_rate", 38.0),), (5, 15), (300, 1200), (5, 15), irregular_sd=12.0),
+        EventKind(
+            "af", (("heart_rate", 136.0, 155.0),), (5, 15), (300, 1200), (5, 15), irregular_sd=10.0
+        ),
     )
 }
 
@@ -65,6 +68,7 @@ class _Scheduled:
     onset_s: float
     plateau_s: float
     recovery_s: float
+    targets: tuple[tuple[str, float], ...]
 
     @property
     def end_s(self) -> float:
@@ -116,27 +120,34 @@ class EventSchedule:
                 float(rng.uniform(*kind.onset_s)),
                 float(rng.uniform(*kind.plateau_s)),
                 float(rng.uniform(*kind.recovery_s)),
+                tuple((m, float(rng.uniform(low, high))) for m, low, high in kind.targets),
             )
             if event.end_s <= start_s + duration_s:
                 events.append(event)
             t_s = event.end_s + gap_s + rng.exponential(3600.0 / events_per_hour)
         return cls(events, rng)
 
-    def delta(self, metric: str, t_s: float) -> float:
-        """What the events add to `metric` at time `t_s` (0 outside every event)."""
-        total = 0.0
+    def apply(self, metric: str, t_s: float, value: float) -> float:
+        """`value` pulled towards the target of any event under way (unchanged outside events)."""
         for event in self._events:
             if event.start_s > t_s:
                 break
             weight = event.envelope(t_s)
             if weight == 0.0:
                 continue
-            for name, delta in event.kind.deltas:
+            for name, target in event.targets:
                 if name == metric:
-                    total += weight * delta
+                    value = value + weight * (target - value)
                     if event.kind.irregular_sd:
-                        total += weight * float(self._rng.normal(0.0, event.kind.irregular_sd))
-        return total
+                        value += weight * float(self._rng.normal(0.0, event.kind.irregular_sd))
+        return value
+
+    def scripted(self, kind: str, start_s: float, onset_s: float, plateau_s: float) -> None:
+        """Add one event at a fixed time, at the middle of its kind's target ranges (demos)."""
+        event_kind = EVENT_KINDS[kind]
+        targets = tuple((m, (low + high) / 2.0) for m, low, high in event_kind.targets)
+        self._events.append(_Scheduled(event_kind, start_s, onset_s, plateau_s, onset_s, targets))
+        self._events.sort(key=lambda e: e.start_s)
 
     def ground_truth(self, patient: str) -> list[GroundTruth]:
         ns = 1_000_000_000

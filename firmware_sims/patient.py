@@ -12,8 +12,9 @@ import numpy as np
 
 from edge_agent.protocol import by_name
 from edge_agent.sources.base import Emit, Reading
+from firmware_sims.events import EventSchedule
 from firmware_sims.ledger import Ledger, LedgerEntry
-from firmware_sims.physiology import MODELS, VitalGenerator
+from firmware_sims.physiology import MODELS, VitalGenerator, quantise
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,9 +54,15 @@ class SimulatedPatient:
     """Implements the agent's Source protocol: emits each device's readings on its schedule."""
 
     def __init__(
-        self, index: int, seed: int, ledger: Ledger | None, interval_scale: float = 1.0
+        self,
+        index: int,
+        seed: int,
+        ledger: Ledger | None,
+        interval_scale: float = 1.0,
+        schedule: EventSchedule | None = None,
     ) -> None:
         rng = np.random.default_rng([seed, index])
+        self.schedule = schedule or EventSchedule.none()
         self.index = index
         self.patient_token = mint_token(rng)
         self._ledger = ledger
@@ -80,7 +87,10 @@ class SimulatedPatient:
 
     def _measure(self, device: _Device, ts_ns: int) -> dict[str, float]:
         t_s = ts_ns / 1e9
-        values = {metric: gen.sample(t_s) for metric, gen in device.generators.items()}
+        values = {
+            metric: quantise(gen.model, self.schedule.apply(metric, t_s, gen.sample(t_s)))
+            for metric, gen in device.generators.items()
+        }
         if "bp_mean" in device.model.metrics:
             systolic, diastolic = values["bp_systolic"], values["bp_diastolic"]
             values["bp_mean"] = float(round(diastolic + (systolic - diastolic) / 3.0))

@@ -8,6 +8,8 @@ from typing import Final
 
 import numpy as np
 
+from edge_agent.protocol import by_name
+
 SECONDS_PER_DAY: Final = 86_400.0
 
 
@@ -28,16 +30,17 @@ class VitalModel:
     high: float
 
 
-# Ranges are clinical plausibility for a monitored ward patient; resolutions are the devices' own.
+# `low`..`high` bound a stable ward patient's physiology (no event under way); events may leave
+# it, up to the catalogue's plausible range. Resolutions are the devices' own.
 MODELS: Final[dict[str, VitalModel]] = {
     m.metric: m
     for m in (
-        VitalModel("heart_rate", 74.0, 8.0, 5.0, 16.0, 4.0, 300.0, 1.0, 1.0, 35.0, 180.0),
-        VitalModel("spo2", 97.0, 1.0, 0.3, 4.0, 0.8, 600.0, 0.4, 1.0, 80.0, 100.0),
-        VitalModel("resp_rate", 15.0, 2.0, 1.0, 15.0, 1.5, 600.0, 0.8, 1.0, 6.0, 40.0),
-        VitalModel("body_temp", 36.8, 0.2, 0.3, 18.0, 0.15, 1800.0, 0.05, 0.1, 34.0, 41.5),
-        VitalModel("bp_systolic", 122.0, 10.0, 6.0, 14.0, 5.0, 900.0, 3.0, 1.0, 70.0, 220.0),
-        VitalModel("bp_diastolic", 78.0, 6.0, 4.0, 14.0, 3.0, 900.0, 2.0, 1.0, 40.0, 130.0),
+        VitalModel("heart_rate", 74.0, 7.0, 5.0, 16.0, 4.0, 300.0, 1.0, 1.0, 50.0, 115.0),
+        VitalModel("spo2", 97.0, 1.0, 0.3, 4.0, 0.8, 600.0, 0.4, 1.0, 93.0, 100.0),
+        VitalModel("resp_rate", 16.0, 1.5, 1.0, 15.0, 1.0, 600.0, 0.7, 1.0, 10.0, 40.0),
+        VitalModel("body_temp", 36.8, 0.2, 0.3, 18.0, 0.15, 1800.0, 0.05, 0.1, 35.8, 37.9),
+        VitalModel("bp_systolic", 122.0, 8.0, 6.0, 14.0, 4.0, 900.0, 3.0, 1.0, 96.0, 175.0),
+        VitalModel("bp_diastolic", 78.0, 6.0, 4.0, 14.0, 3.0, 900.0, 2.0, 1.0, 55.0, 105.0),
     )
 }
 
@@ -62,14 +65,23 @@ class VitalGenerator:
         self._last_t_s = t_s
 
     def sample(self, t_s: float, offset: float = 0.0) -> float:
-        """The measured value at UNIX time `t_s` (plus an event's `offset`), quantised."""
+        """The measured value at UNIX time `t_s` (plus `offset`), clipped and quantised."""
         m = self.model
         self._advance_drift(t_s)
         hour = (t_s % SECONDS_PER_DAY) / 3600.0
         circadian = m.circadian_amplitude * math.cos(2.0 * math.pi * (hour - m.acrophase_h) / 24.0)
         raw = self._personal_mean + circadian + self._drift + offset
         raw += self._rng.normal(0.0, m.noise_sd)
-        clipped = min(m.high, max(m.low, raw))
-        steps = round(clipped / m.resolution)
-        # Round through the decimal string so 36.800000000000004 is stored as 36.8.
-        return float(f"{steps * m.resolution:.6g}")
+        return _round(min(m.high, max(m.low, raw)), m.resolution)
+
+
+def quantise(model: VitalModel, value: float) -> float:
+    """Clip to the catalogue's plausible range and round to the device resolution."""
+    metric = by_name(model.metric)
+    return _round(min(metric.plausible_max, max(metric.plausible_min, value)), model.resolution)
+
+
+def _round(value: float, resolution: float) -> float:
+    steps = round(value / resolution)
+    # Round through the decimal string so 36.800000000000004 is stored as 36.8.
+    return float(f"{steps * resolution:.6g}")

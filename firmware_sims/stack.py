@@ -16,6 +16,8 @@ from edge_agent.protocol.settings import write_secret_file
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 
 READY_TIMEOUT_S: Final = 30.0
+# The repository's presets: the demo and the tests run the filters the gateways ship with.
+PRESETS_FILE: Final = Path(__file__).resolve().parent.parent / "configs" / "filters.toml"
 
 
 @dataclass
@@ -87,6 +89,7 @@ max_age_ms = {batch_max_age_ms}
         interval_scale: float = 1.0,
         *,
         drain_timeout_s: float = 30.0,
+        scripted_event: str | None = None,
     ) -> GatewayRun:
         """Mint the gateway's master secret (both sides get a 0600 copy) and write its config."""
         folder = self.root / gateway_id
@@ -111,11 +114,15 @@ keepalive_s = 10
 batch_interval_s = 0.5
 drain_timeout_s = {drain_timeout_s}
 
+[filters]
+presets_file = "{PRESETS_FILE}"
+
 [simulation]
 patients = {patients}
 seed = {seed}
 ledger_file = "ledger.jsonl"
 interval_scale = {interval_scale}
+{f'scripted_event = "{scripted_event}"' if scripted_event else ""}
 """,
             encoding="utf-8",
         )

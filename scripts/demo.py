@@ -59,6 +59,21 @@ def _twin_tables(console: Console, influx: InfluxV1) -> None:
         console.print(table)
 
 
+def _alerts(console: Console, influx: InfluxV1) -> dict[str, int]:
+    """Print the edge alerts InfluxDB holds; count them by state."""
+    counts: dict[str, int] = {}
+    for series in influx.query('SELECT "state", "kind", "severity", "patient" FROM "alert"'):
+        column = {name: i for i, name in enumerate(series.columns)}
+        for row in series.values:
+            state = str(row[column["state"]])
+            counts[state] = counts.get(state, 0) + 1
+            console.print(
+                f"alert {state:7} {row[column['kind']]} ({row[column['severity']]}) "
+                f"patient {str(row[column['patient']])[:12]}… at {iso_utc(int(row[0]))[11:23]}"
+            )
+    return counts
+
+
 def run(args: argparse.Namespace, root: Path) -> int:
     console = Console(stderr=args.json)
     with (
@@ -67,7 +82,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
     ):
         stack = LocalStack(root, broker, db)
         stack.write_sink_config()
-        gateway = stack.add_gateway(GATEWAY_ID, args.patients, args.seed)
+        # Patient 1 has a fever episode under way at start that resolves within ~10 s, so the
+        # bedside alert is raised and cleared even in a short run.
+        gateway = stack.add_gateway(GATEWAY_ID, args.patients, args.seed, scripted_event="fever")
         influx = InfluxV1(db.url, stack.database)
         try:
             console.print(f"mosquitto on :{broker.port}, influxdb on :{db.port}; starting sink")
@@ -84,6 +101,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 time.sleep(0.2)
             sink_rc = stack.stop_sink()
             _twin_tables(console, influx)
+            alerts = _alerts(console, influx)
             result = reconcile(entries, stored_vitals(influx))
         finally:
             stack.stop_all()
@@ -98,6 +116,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         "missing": result.missing,
         "extra": result.extra,
         "value_mismatches": result.value_mismatches,
+        "alerts_raised": alerts.get("raised", 0),
+        "alerts_cleared": alerts.get("cleared", 0),
         "agent_exit": agent_rc,
         "sink_exit": sink_rc,
         "ok": ok,

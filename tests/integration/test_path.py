@@ -162,19 +162,33 @@ def test_cli_help_lists_the_commands() -> None:
 
 
 def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: InfluxV1) -> None:
-    gateway = stack.add_gateway("it-ward-3", patients=1, seed=5, interval_scale=0.25)
+    gateway = stack.add_gateway(
+        "it-ward-3", patients=1, seed=5, interval_scale=0.25, scripted_event="fever"
+    )
     stack.start_sink()
     stack.start_agent(gateway)
-    time.sleep(2.5)
+    time.sleep(4.0)
     assert stack.stop_agent(gateway) == 0
     entries = read_ledger(gateway.ledger_file)
     _settle(influx, len(entries))
-    out = subprocess.run(
-        [sys.executable, "-m", "cloud_sink", "twin", "show", entries[0].patient, "--json",
-         "--config", str(stack.sink_config)],
-        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
-    ).stdout  # fmt: skip
-    twin = json.loads(out)
-    assert twin["patient"] == entries[0].patient
+    patient = entries[0].patient
+    config = ["--config", str(stack.sink_config)]
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "cloud_sink", "twin", *args, *config],
+            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
+        ).stdout  # fmt: skip
+
+    cli("observe", patient, "--acvpu", "A", "--oxygen", "air", "--scale", "1")
+    twin = json.loads(cli("show", patient, "--json"))
+    assert twin["patient"] == patient
     assert twin["readings"] == len(entries)
     assert set(twin["vitals"]) == {entry.metric for entry in entries}
+    assert all(v["stale"] is False for v in twin["vitals"].values())
+    assert twin["observations"] == {"acvpu": "A", "oxygen": "air", "spo2_scale": "1"}
+    news2 = twin["news2"]
+    assert news2["complete"] is True
+    assert news2["subscores"]["temp"] >= 1  # the scripted fever: 39.4 °C scores 2
+    assert news2["total"] == sum(news2["subscores"].values())
+    assert [(a["kind"], a["state"]) for a in twin["alerts"]][:1] == [("fever", "raised")]

@@ -24,6 +24,9 @@ state_dir = "state"
 [mqtt]
 host = "127.0.0.1"
 port = 1883
+
+[filters]
+presets_file = "filters.toml"
 """
 
 
@@ -59,7 +62,7 @@ def test_relative_paths_resolve_next_to_the_file(tmp_path: Path) -> None:
         ),
         (
             GOOD + "\n[pipeline]\nbatch_intervl_s = 2\n",
-            r"agent\.toml:11: pipeline\.batch_intervl_s: unknown key",
+            r"agent\.toml:14: pipeline\.batch_intervl_s: unknown key",
         ),
         (
             GOOD.replace('id = "ward3-bed12"', 'id = "Ward 3"'),

@@ -1,0 +1,211 @@
+"""The clinical layer over a stored twin: trends, freshness, NEWS2 from fresh vitals, alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from cloud_sink.influx import InfluxV1
+from cloud_sink.lineproto import encode_line
+from cloud_sink.news2 import News2Inputs, News2Score, score
+from cloud_sink.news2 import to_json_dict as news2_json
+from cloud_sink.twin import TwinView, check_token, iso_utc, read_twin, twin_json
+
+NS: Final = 1_000_000_000
+TREND_WINDOW_S: Final = 1800.0
+# How often each metric is expected; a value older than stale_factor x this is stale and,
+# for NEWS2, missing (never scored as normal).
+EXPECTED_INTERVAL_S: Final[dict[str, float]] = {
+    "heart_rate": 1.0,
+    "pulse_rate": 1.0,
+    "spo2": 1.0,
+    "resp_rate": 4.0,
+    "body_temp": 60.0,
+    "bp_systolic": 900.0,
+    "bp_diastolic": 900.0,
+    "bp_mean": 900.0,
+    "glucose": 3600.0,
+    "room_temp": 60.0,
+    "humidity": 60.0,
+    "battery": 600.0,
+}
+DEFAULT_INTERVAL_S: Final = 60.0
+# Continuous monitors report every second, but a NEWS2 parameter stays usable for a while.
+MIN_STALE_AFTER_S: Final = 120.0
+OBSERVATION_KINDS: Final = ("acvpu", "oxygen", "spo2_scale")
+
+
+@dataclass(slots=True, frozen=True)
+class Freshness:
+    age_s: float
+    stale_after_s: float
+
+    @property
+    def stale(self) -> bool:
+        return self.age_s > self.stale_after_s
+
+
+@dataclass(slots=True, frozen=True)
+class AlertState:
+    alert_id: str
+    kind: str
+    severity: str
+    state: str
+    since_ns: int
+
+
+def freshness(twin: TwinView, now_ns: int, stale_factor: float) -> dict[str, Freshness]:
+    out = {}
+    for vital in twin.vitals:
+        interval_s = EXPECTED_INTERVAL_S.get(vital.metric, DEFAULT_INTERVAL_S)
+        stale_after_s = max(MIN_STALE_AFTER_S, stale_factor * interval_s)
+        out[vital.metric] = Freshness(max(0.0, (now_ns - vital.ts_ns) / NS), stale_after_s)
+    return out
+
+
+def trends(influx: InfluxV1, twin: TwinView) -> dict[str, float | None]:
+    """Least-squares slope per hour over the 30 minutes up to each metric's newest reading."""
+    if not twin.vitals:
+        return {}
+    since_ns = min(v.ts_ns for v in twin.vitals) - int(TREND_WINDOW_S * NS)
+    series = influx.query(
+        f'SELECT "value" FROM "vital" WHERE "patient" = \'{check_token(twin.patient)}\' '  # noqa: S608
+        f'AND time >= {since_ns} GROUP BY "metric"'
+    )
+    newest = {v.metric: v.ts_ns for v in twin.vitals}
+    out: dict[str, float | None] = {}
+    for s in series:
+        metric = s.tags["metric"]
+        start = newest.get(metric, 0) - int(TREND_WINDOW_S * NS)
+        points = [(int(t) / NS / 3600.0, float(v)) for t, v in s.values if int(t) >= start]
+        out[metric] = _slope(points)
+    return out
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread == 0.0:
+        return None
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+
+
+def observations(influx: InfluxV1, patient: str) -> dict[str, str]:
+    """The newest nurse-entered observation of each kind (ACVPU, oxygen, SpO2 scale)."""
+    series = influx.query(
+        f'SELECT last("value") FROM "observation" WHERE "patient" = \'{check_token(patient)}\' '  # noqa: S608
+        'GROUP BY "kind"'
+    )
+    return {s.tags["kind"]: str(s.values[0][1]) for s in series if s.values}
+
+
+def record_observation(influx: InfluxV1, patient: str, kind: str, value: str, ts_ns: int) -> None:
+    influx.write(
+        [
+            encode_line(
+                "observation",
+                {"patient": check_token(patient), "kind": kind},
+                {"value": value},
+                ts_ns,
+            )
+        ]
+    )
+
+
+def news2_for(twin: TwinView, fresh: dict[str, Freshness], observed: dict[str, str]) -> News2Score:
+    """NEWS2 from the fresh vitals and the nurse's observations; stale or absent = missing."""
+    value = {
+        v.metric: v.value for v in twin.vitals if v.metric in fresh and not fresh[v.metric].stale
+    }
+    oxygen = observed.get("oxygen")
+    return score(
+        News2Inputs(
+            rr_per_min=value.get("resp_rate"),
+            spo2_pct=value.get("spo2"),
+            spo2_scale=int(observed.get("spo2_scale", "1")),
+            on_oxygen=None if oxygen is None else oxygen == "o2",
+            sbp_mmhg=value.get("bp_systolic"),
+            hr_per_min=value.get("heart_rate", value.get("pulse_rate")),
+            acvpu=observed.get("acvpu"),
+            temp_c=value.get("body_temp"),
+        )
+    )
+
+
+def alerts(influx: InfluxV1, patient: str) -> list[AlertState]:
+    """Every alert episode of the patient with its latest state (raised or cleared)."""
+    series = influx.query(
+        f'SELECT "id", "state", "kind", "severity" FROM "alert" '  # noqa: S608
+        f"WHERE \"patient\" = '{check_token(patient)}'"
+    )
+    latest: dict[str, AlertState] = {}
+    for s in series:
+        column = {name: i for i, name in enumerate(s.columns)}
+        for row in s.values:
+            ts_ns = int(row[0])
+            alert_id = str(row[column["id"]])
+            if alert_id not in latest or ts_ns >= latest[alert_id].since_ns:
+                latest[alert_id] = AlertState(
+                    alert_id,
+                    str(row[column["kind"]]),
+                    str(row[column["severity"]]),
+                    str(row[column["state"]]),
+                    ts_ns,
+                )
+    return sorted(latest.values(), key=lambda a: a.since_ns)
+
+
+@dataclass(slots=True, frozen=True)
+class ClinicalTwin:
+    """Everything `twin show` reports about one patient."""
+
+    twin: TwinView
+    freshness: dict[str, Freshness]
+    trends: dict[str, float | None]
+    observations: dict[str, str]
+    news2: News2Score
+    alerts: list[AlertState]
+
+
+def clinical_twin(
+    influx: InfluxV1, patient: str, now_ns: int, stale_factor: float = 5.0
+) -> ClinicalTwin:
+    twin = read_twin(influx, patient)
+    fresh = freshness(twin, now_ns, stale_factor)
+    observed = observations(influx, patient)
+    return ClinicalTwin(
+        twin,
+        fresh,
+        trends(influx, twin),
+        observed,
+        news2_for(twin, fresh, observed),
+        alerts(influx, patient),
+    )
+
+
+def clinical_json(view: ClinicalTwin) -> dict[str, object]:
+    """The `twin show --json` document."""
+    document = twin_json(view.twin)
+    vitals: dict[str, dict[str, object]] = document["vitals"]  # type: ignore[assignment]
+    for metric, entry in vitals.items():
+        fresh = view.freshness[metric]
+        entry["age_s"] = round(fresh.age_s, 3)
+        entry["stale"] = fresh.stale
+        entry["trend_per_h"] = view.trends.get(metric)
+    document["observations"] = view.observations
+    document["news2"] = news2_json(view.news2)
+    document["alerts"] = [
+        {
+            "id": a.alert_id,
+            "kind": a.kind,
+            "severity": a.severity,
+            "state": a.state,
+            "since": iso_utc(a.since_ns),
+        }
+        for a in view.alerts
+    ]
+    return document

@@ -1,0 +1,274 @@
+"""Bedside alerts from readings and filter flags: persistence, hysteresis, stable ids, raise/clear.
+
+Physiological alerts use only readings the filter bank calls usable (no ARTIFACT bit), must hold for
+a minimum time before they are raised (IEC 60601-1-8 calls this the alarm condition delay) and clear
+only once the value is back past a hysteresis margin for a while. Technical alerts (probe off,
+flatline, silent device, low battery) are kept apart, and a device with an open technical alert
+raises no physiological alert: its numbers are not to be trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from edge_agent.filters import flags as fl
+from edge_agent.protocol import AlertEvent, by_code, by_name
+from edge_agent.protocol.frame import Severity
+from edge_agent.sources import Reading
+
+_LOGGER = logging.getLogger(__name__)
+_NS: Final = 1_000_000_000
+
+Category = Literal["physiological", "technical"]
+
+
+@dataclass(slots=True, frozen=True)
+class AlertRule:
+    """One alert condition on one metric.
+
+    Physiological rules compare the value with `below` or `above`; technical rules fire on any of
+    `flag_mask`'s bits. `raise_after_s` is how long the condition must hold; the alert clears when
+    the value is back past the threshold by `clear_margin` for `clear_after_s`.
+    """
+
+    kind: str
+    metric: str
+    category: Category
+    severity: Severity
+    raise_after_s: float
+    clear_after_s: float
+    below: float | None = None
+    above: float | None = None
+    clear_margin: float = 0.0
+    flag_mask: int = 0
+
+    def condition(self, value: float, flags: int) -> bool:
+        if self.category == "technical" and self.flag_mask:
+            return bool(flags & self.flag_mask)
+        if self.below is not None and value < self.below:
+            return True
+        return self.above is not None and value > self.above
+
+    def cleared(self, value: float, flags: int) -> bool:
+        """True when the reading is on the safe side of the hysteresis band."""
+        if self.category == "technical" and self.flag_mask:
+            return not flags & self.flag_mask
+        if self.below is not None and value < self.below + self.clear_margin:
+            return False
+        return not (self.above is not None and value > self.above - self.clear_margin)
+
+
+def _phys(
+    kind: str, metric: str, severity: Severity, raise_s: float, clear_s: float, **limits: float
+) -> AlertRule:
+    return AlertRule(kind, metric, "physiological", severity, raise_s, clear_s, **limits)  # type: ignore[arg-type]
+
+
+# Thresholds follow common ward defaults (NEWS2's red-score boundaries, RCP 2017); delays keep
+# one noisy sample from paging anybody.
+DEFAULT_RULES: Final[tuple[AlertRule, ...]] = (
+    _phys("spo2_low", "spo2", "critical", 15.0, 10.0, below=90.0, clear_margin=2.0),
+    _phys("heart_rate_high", "heart_rate", "warning", 20.0, 15.0, above=130.0, clear_margin=10.0),
+    _phys("heart_rate_low", "heart_rate", "critical", 15.0, 15.0, below=40.0, clear_margin=5.0),
+    _phys("resp_rate_high", "resp_rate", "warning", 60.0, 30.0, above=24.0, clear_margin=3.0),
+    _phys("resp_rate_low", "resp_rate", "critical", 30.0, 30.0, below=8.0, clear_margin=2.0),
+    _phys("fever", "body_temp", "warning", 0.0, 0.0, above=38.5, clear_margin=0.3),
+    _phys("hypothermia", "body_temp", "warning", 0.0, 0.0, below=35.0, clear_margin=0.3),
+    _phys("hypotension", "bp_systolic", "critical", 0.0, 0.0, below=90.0, clear_margin=10.0),
+    _phys("hypertension", "bp_systolic", "warning", 0.0, 0.0, above=180.0, clear_margin=10.0),
+    _phys("battery_low", "battery", "info", 0.0, 0.0, below=20.0, clear_margin=5.0),
+)
+TECHNICAL_KINDS: Final[dict[str, int]] = {"probe_off": fl.QUALITY_BAD, "flatline": fl.FLATLINE}
+
+
+def technical_rules(metrics: Iterable[str], raise_after_s: float = 10.0) -> tuple[AlertRule, ...]:
+    """Probe-off and flatline rules for every metric the bank filters."""
+    return tuple(
+        AlertRule(kind, metric, "technical", "warning", raise_after_s, 5.0, flag_mask=mask)
+        for metric in metrics
+        for kind, mask in TECHNICAL_KINDS.items()
+    )
+
+
+@dataclass(slots=True)
+class _State:
+    pending_since_ns: int | None = None
+    clearing_since_ns: int | None = None
+    alert_id: str | None = None
+    last_value: float = 0.0
+
+
+@dataclass(slots=True)
+class _Silence:
+    last_ns: int
+    limit_ns: int
+    alert_id: str | None = None
+
+
+def alert_id(patient: str, device: str, kind: str, raised_ns: int) -> str:
+    """Stable across raise and clear, unique per episode, and derived only from pseudonyms."""
+    digest = hashlib.sha256(f"{patient}|{device}|{kind}|{raised_ns}".encode()).hexdigest()
+    return digest[:20]
+
+
+@dataclass(slots=True)
+class AlertEngine:
+    """Feeds readings in time order per series; returns the alert events each one causes."""
+
+    rules: Sequence[AlertRule] = DEFAULT_RULES
+    silence_factor: float = 5.0
+    _by_metric: dict[str, list[AlertRule]] = field(default_factory=dict)
+    _state: dict[tuple[str, str, str], _State] = field(default_factory=dict)
+    _silence: dict[tuple[str, str], _Silence] = field(default_factory=dict)
+    raised_total: int = 0
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            self._by_metric.setdefault(rule.metric, []).append(rule)
+
+    def _technical_open(self, patient: str, device: str) -> bool:
+        return any(
+            state.alert_id is not None
+            for (p, d, kind), state in self._state.items()
+            if p == patient and d == device and kind in TECHNICAL_KINDS
+        ) or bool((s := self._silence.get((patient, device))) and s.alert_id)
+
+    def _event(
+        self, rule: AlertRule, state: _State, key: tuple[str, str], *, ts_ns: int, raised: bool
+    ) -> AlertEvent:
+        patient, device = key
+        event = AlertEvent(
+            alert_id=state.alert_id or "",
+            patient_token=patient,
+            device_token=device,
+            metric_code=by_name(rule.metric).code,
+            kind=rule.kind,
+            severity=rule.severity,
+            state="raised" if raised else "cleared",
+            ts_ns=ts_ns,
+            value=state.last_value,
+            detail=f"{rule.category} {rule.kind} on {rule.metric}",
+        )
+        # Visible on the gateway even when the cloud is not: the journal keeps these lines.
+        _LOGGER.warning(
+            "alert %s %s %s (%s) patient %s value %g",
+            event.alert_id,
+            event.state,
+            event.kind,
+            event.severity,
+            patient[:8],
+            state.last_value,
+        )
+        return event
+
+    def observe(self, reading: Reading, flags: int) -> list[AlertEvent]:
+        """The alert events this reading (with its filter flags) raises or clears."""
+        patient, device = reading.patient_token, reading.device_token
+        ts_ns, value = reading.ts_ns, reading.value
+        metric = by_code(reading.metric_code).name
+        events: list[AlertEvent] = []
+        silence = self._silence.get((patient, device))
+        if silence is not None:
+            silence.last_ns = ts_ns
+            if silence.alert_id is not None:
+                events.append(
+                    self._silence_event(patient, device, silence, ts_ns=ts_ns, raised=False)
+                )
+        for rule in self._by_metric.get(metric, ()):
+            if rule.category == "physiological" and flags & fl.ARTIFACT:
+                continue  # an artifact neither raises nor clears anything
+            if rule.category == "physiological" and self._technical_open(patient, device):
+                continue
+            state = self._state.setdefault((patient, device, rule.kind), _State())
+            state.last_value = value
+            event = self._step(
+                rule, state, (patient, device), ts_ns=ts_ns, value=value, flags=flags
+            )
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(
+        self,
+        rule: AlertRule,
+        state: _State,
+        key: tuple[str, str],
+        *,
+        ts_ns: int,
+        value: float,
+        flags: int,
+    ) -> AlertEvent | None:
+        if state.alert_id is None:
+            if not rule.condition(value, flags):
+                state.pending_since_ns = None
+                return None
+            if state.pending_since_ns is None:
+                state.pending_since_ns = ts_ns
+            if ts_ns - state.pending_since_ns < rule.raise_after_s * _NS:
+                return None
+            state.alert_id = alert_id(*key, rule.kind, ts_ns)
+            state.pending_since_ns = None
+            self.raised_total += 1
+            return self._event(rule, state, key, ts_ns=ts_ns, raised=True)
+        if not rule.cleared(value, flags):
+            state.clearing_since_ns = None
+            return None
+        if state.clearing_since_ns is None:
+            state.clearing_since_ns = ts_ns
+        if ts_ns - state.clearing_since_ns < rule.clear_after_s * _NS:
+            return None
+        event = self._event(rule, state, key, ts_ns=ts_ns, raised=False)
+        state.alert_id = None
+        state.clearing_since_ns = None
+        return event
+
+    # --- silent devices: no reading for silence_factor x the expected interval ---------------
+
+    def expect(self, patient: str, device: str, interval_s: float, now_ns: int) -> None:
+        """Watch a device that should report every `interval_s`."""
+        limit_ns = int(interval_s * self.silence_factor * _NS)
+        self._silence.setdefault((patient, device), _Silence(now_ns, limit_ns))
+
+    def _silence_event(
+        self, patient: str, device: str, silence: _Silence, *, ts_ns: int, raised: bool
+    ) -> AlertEvent:
+        if raised:
+            silence.alert_id = alert_id(patient, device, "device_silent", ts_ns)
+        event = AlertEvent(
+            alert_id=silence.alert_id or "",
+            patient_token=patient,
+            device_token=device,
+            metric_code=0,
+            kind="device_silent",
+            severity="warning",
+            state="raised" if raised else "cleared",
+            ts_ns=ts_ns,
+            value=None,
+            detail=f"technical: no reading for over {silence.limit_ns / _NS:g} s",
+        )
+        _LOGGER.warning(
+            "alert %s %s device_silent patient %s", event.alert_id, event.state, patient[:8]
+        )
+        if not raised:
+            silence.alert_id = None
+        return event
+
+    def tick(self, now_ns: int) -> list[AlertEvent]:
+        """Raise `device_silent` for every watched device that has gone quiet."""
+        events = []
+        for (patient, device), silence in self._silence.items():
+            if silence.alert_id is None and now_ns - silence.last_ns > silence.limit_ns:
+                self.raised_total += 1
+                events.append(
+                    self._silence_event(patient, device, silence, ts_ns=now_ns, raised=True)
+                )
+        return events
+
+    def open_alerts(self) -> int:
+        return sum(1 for s in self._state.values() if s.alert_id) + sum(
+            1 for s in self._silence.values() if s.alert_id
+        )

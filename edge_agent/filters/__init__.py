@@ -1,0 +1,49 @@
+"""Streaming anomaly filters of the edge agent: numba kernels, their typed bank and presets."""
+
+from edge_agent.filters import flags
+from edge_agent.filters.bank import (
+    Baseline,
+    BaselineStore,
+    FilterBank,
+    KernelCacheInfo,
+    SeriesKey,
+    SeriesSnapshot,
+    kernel_cache_info,
+    warm_up,
+)
+from edge_agent.filters.errors import (
+    BaselineFileError,
+    FilterError,
+    FilterInputError,
+    PresetError,
+    UnknownMetricError,
+)
+from edge_agent.filters.presets import (
+    ALL_DETECTORS,
+    DETECTOR_BITS,
+    MetricPreset,
+    Presets,
+    load_presets,
+)
+
+__all__ = [
+    "ALL_DETECTORS",
+    "DETECTOR_BITS",
+    "Baseline",
+    "BaselineFileError",
+    "BaselineStore",
+    "FilterBank",
+    "FilterError",
+    "FilterInputError",
+    "KernelCacheInfo",
+    "MetricPreset",
+    "PresetError",
+    "Presets",
+    "SeriesKey",
+    "SeriesSnapshot",
+    "UnknownMetricError",
+    "flags",
+    "kernel_cache_info",
+    "load_presets",
+    "warm_up",
+]

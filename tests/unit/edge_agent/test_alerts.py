@@ -1,0 +1,75 @@
+"""Alert engine: persistence, hysteresis, artifacts, technical suppression, silent devices."""
+
+from __future__ import annotations
+
+from edge_agent.alerts import AlertEngine, technical_rules
+from edge_agent.filters import flags as fl
+from edge_agent.protocol import AlertEvent, by_name
+from edge_agent.sources import Reading
+
+P, D = "a" * 32, "b" * 32
+S = 1_000_000_000
+T0 = 1_767_225_600 * S
+
+
+def _spo2(engine: AlertEngine, second: float, value: float, flags: int = 0) -> list[AlertEvent]:
+    reading = Reading(D, P, "pulse-oximeter", by_name("spo2").code, T0 + int(second * S), value)
+    return engine.observe(reading, flags)
+
+
+def _run(engine: AlertEngine, series: list[tuple[float, float]]) -> list[AlertEvent]:
+    return [event for t, v in series for event in _spo2(engine, t, v)]
+
+
+def test_desaturation_raises_only_after_15_s_and_clears_with_hysteresis() -> None:
+    engine = AlertEngine()
+    low = [(float(t), 88.0) for t in range(0, 20)]
+    events = _run(engine, low)
+    assert [(e.kind, e.state, e.ts_ns) for e in events] == [("spo2_low", "raised", T0 + 15 * S)]
+    # 91 % is above the threshold but inside the 2-point hysteresis band: still open.
+    assert _run(engine, [(float(t), 91.0) for t in range(20, 60)]) == []
+    cleared = _run(engine, [(float(t), 95.0) for t in range(60, 80)])
+    assert [(e.state, e.ts_ns) for e in cleared] == [("cleared", T0 + 70 * S)]
+    assert cleared[0].alert_id == events[0].alert_id
+
+
+def test_a_short_dip_never_raises() -> None:
+    engine = AlertEngine()
+    series = [(float(t), 88.0 if t % 20 < 10 else 97.0) for t in range(0, 200)]
+    assert _run(engine, series) == []
+
+
+def test_artifacts_neither_raise_nor_reset() -> None:
+    engine = AlertEngine()
+    for t in range(0, 10):
+        assert _spo2(engine, t, 88.0) == []
+    assert _spo2(engine, 10, 99.0, fl.SPIKE) == []  # an artifact does not reset the pending dip
+    events = [e for t in range(11, 16) for e in _spo2(engine, t, 88.0)]
+    assert [e.state for e in events] == ["raised"]
+
+
+def test_probe_off_is_technical_and_suppresses_physiological_alerts() -> None:
+    engine = AlertEngine(rules=(*AlertEngine().rules, *technical_rules(["spo2"])))
+    events = [e for t in range(0, 12) for e in _spo2(engine, t, 70.0, fl.QUALITY_BAD)]
+    assert [(e.kind, e.state) for e in events] == [("probe_off", "raised")]
+    # Until probe_off has cleared (5 s of good contact), low values do not even start the
+    # 15 s desaturation timer: the physiological alert comes 15 s after the clear, not before.
+    later = [(e.kind, e.state, e.ts_ns) for t in range(12, 40) for e in _spo2(engine, t, 85.0)]
+    assert later == [
+        ("probe_off", "cleared", T0 + 17 * S),
+        ("spo2_low", "raised", T0 + 33 * S),  # the clearing reading itself was suppressed
+    ]
+
+
+def test_silent_device_raises_and_clears_on_next_reading() -> None:
+    engine = AlertEngine(silence_factor=5.0)
+    engine.expect(P, D, interval_s=1.0, now_ns=T0)
+    assert engine.tick(T0 + 4 * S) == []
+    raised = engine.tick(T0 + 6 * S)
+    assert [(e.kind, e.state) for e in raised] == [("device_silent", "raised")]
+    assert engine.tick(T0 + 7 * S) == []  # de-duplicated while open
+    cleared = _spo2(engine, 8, 97.0)
+    assert [(e.kind, e.state, e.alert_id) for e in cleared] == [
+        ("device_silent", "cleared", raised[0].alert_id)
+    ]
+    assert engine.open_alerts() == 0
