@@ -38,6 +38,24 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
     Metric(12, "humidity", "%", None, 0.0, 100.0, "Room relative humidity"),
     Metric(13, "battery", "%", None, 0.0, 100.0, "Device battery level"),
     Metric(14, "energy_expended", "kJ", None, 0.0, 65535.0, "Energy expended"),
+    # Implantable-device telemetry (docs/serial-formats.md): trends, battery, leads, episodes.
+    Metric(15, "night_heart_rate", "/min", None, 20.0, 250.0, "Night heart rate (implant)"),
+    Metric(16, "activity_time", "min/d", None, 0.0, 1440.0, "Daily activity (implant)"),
+    Metric(17, "af_burden", "%", None, 0.0, 100.0, "AF burden (implant)"),
+    Metric(18, "fluid_index", "Ohm.d", None, 0.0, 65535.0, "Thoracic fluid index (implant)"),
+    Metric(19, "battery_voltage", "V", None, 0.0, 10.0, "Implant battery voltage"),
+    Metric(20, "battery_longevity", "mo", None, 0.0, 300.0, "Implant battery longevity"),
+    Metric(21, "battery_phase", "{phase}", None, 0.0, 2.0, "Implant battery phase (BOS/ERI/EOS)"),
+    Metric(22, "lead_impedance_ra", "Ohm", None, 0.0, 20000.0, "Lead impedance, right atrial"),
+    Metric(23, "lead_impedance_rv", "Ohm", None, 0.0, 20000.0, "Lead impedance, right ventricular"),
+    Metric(24, "lead_impedance_lv", "Ohm", None, 0.0, 20000.0, "Lead impedance, left ventricular"),
+    Metric(25, "lead_impedance_hv", "Ohm", None, 0.0, 20000.0, "Lead impedance, shock (HV)"),
+    Metric(26, "episode_type", "{type}", None, 0.0, 255.0, "Arrhythmia episode type"),
+    Metric(27, "episode_duration", "s", None, 0.0, 604800.0, "Arrhythmia episode duration"),
+    Metric(28, "episode_max_rate", "/min", None, 0.0, 400.0, "Arrhythmia episode maximum rate"),
+    Metric(29, "episode_therapy", "{therapy}", None, 0.0, 255.0, "Arrhythmia episode therapy"),
+    Metric(30, "implant_error_code", "1", None, 0.0, 4294967295.0, "Implant error code"),
+    Metric(31, "implant_link_rssi", "dB[mW]", None, -150.0, 20.0, "Implant telemetry link RSSI"),
 )
 
 _BY_CODE: Final = {metric.code: metric for metric in CATALOGUE}

@@ -1,0 +1,1 @@
+"""Device codecs: Bluetooth SIG GATT payloads, implant telemetry frames, monitor lines."""
