@@ -24,6 +24,7 @@ from edge_agent.replay import alert_row
 from edge_agent.replay import replay as run_replay
 from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
+from edge_agent.sources.serial import SerialKind, SerialSettings, SerialSource
 from edge_agent.spool import Spool
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,6 +70,17 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
             scripted_event=sim.scripted_event,
         )
         sources.extend(ward)
+    sources.extend(
+        SerialSource(
+            device.label,
+            device.port,
+            SerialKind(device.kind),
+            device_token=device.device_token,
+            patient_token=device.patient_token,
+            settings=SerialSettings(baudrate=device.baudrate),
+        )
+        for device in config.serial
+    )
     if not sources:
         msg = f"{config.source_file}: no device sources configured"
         raise EdgeAgentError(msg)

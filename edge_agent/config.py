@@ -13,6 +13,8 @@ from edge_agent.publisher import BrokerSettings
 GATEWAY_ID_PATTERN = r"[a-z0-9-]{3,32}"
 CLIENT_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 PREFIX_PATTERN = r"([A-Za-z0-9_-]+/)*"
+PSEUDONYM_PATTERN = r"[0-9a-f]{32}"  # 128-bit surrogate tokens, lowercase hex
+SERIAL_KINDS = ("implant-receiver", "bedside-monitor")
 # Kept here rather than imported so the agent imports firmware_sims only when simulating.
 SIMULATED_EVENTS = ("desaturation", "tachycardia", "bradycardia", "fever", "hypotension", "af")
 
@@ -52,6 +54,18 @@ class FilterSettings:
 
 
 @dataclass(slots=True, frozen=True)
+class SerialDeviceSettings:
+    """One serial device: its port, its protocol and the pseudonymous tokens it reports under."""
+
+    label: str
+    port: Path
+    kind: str
+    device_token: str
+    patient_token: str
+    baudrate: int
+
+
+@dataclass(slots=True, frozen=True)
 class SimulationSettings:
     """Present only in demo and test configs: simulated patients instead of real devices."""
 
@@ -71,6 +85,7 @@ class AgentConfig:
     pipeline: PipelineSettings
     spool: SpoolSettings
     filters: FilterSettings
+    serial: tuple[SerialDeviceSettings, ...]
     simulation: SimulationSettings | None
 
     def master_secret(self) -> bytes:
@@ -142,6 +157,19 @@ def _filters(table: Table) -> FilterSettings:
     return settings
 
 
+def _serial(table: Table) -> SerialDeviceSettings:
+    settings = SerialDeviceSettings(
+        label=table.string("label", pattern=r"[a-z0-9_-]{1,32}"),
+        port=table.path("port"),
+        kind=table.choice("kind", SERIAL_KINDS),
+        device_token=table.string("device_token", pattern=PSEUDONYM_PATTERN),
+        patient_token=table.string("patient_token", pattern=PSEUDONYM_PATTERN),
+        baudrate=table.integer("baudrate", 115_200, low=300, high=4_000_000),
+    )
+    table.finish()
+    return settings
+
+
 def _simulation(table: Table | None) -> SimulationSettings | None:
     if table is None:
         return None
@@ -171,6 +199,7 @@ def load_agent_config(path: Path) -> AgentConfig:
             pipeline=_pipeline(root.optional_table("pipeline")),
             spool=_spool(root.optional_table("spool")),
             filters=_filters(root.table("filters")),
+            serial=tuple(_serial(t) for t in root.table_list("serial")),
             simulation=_simulation(root.optional_table("simulation")),
         )
         root.finish()

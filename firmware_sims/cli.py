@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +14,7 @@ from rich.table import Table
 
 from edge_agent.protocol import by_name
 from firmware_sims.patient import WARD_KIT
+from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, stream
 
 app = typer.Typer(help="bedside-twin simulators: devices without hardware.", no_args_is_help=True)
 _out = Console()
@@ -49,6 +53,36 @@ def list_models(
             f"{row['interval_s']:g}",
         )
     _out.print(table)
+
+
+@app.command()
+def serial(
+    device: Annotated[str, typer.Option(help="implant (telemetry receiver) or monitor.")],
+    link: Annotated[
+        Path, typer.Option(help="Symlink to create; the agent opens it (like /dev/serial/by-id).")
+    ],
+    seed: Annotated[int, typer.Option(help="Physiology seed.")] = 7,
+    interval_s: Annotated[float, typer.Option("--interval", help="Seconds between units.")] = 1.0,
+) -> None:
+    """Serve a simulated serial device on a pseudo-terminal until SIGINT/SIGTERM."""
+    sims = {"implant": ImplantReceiverSim, "monitor": BedsideMonitorSim}
+    if device not in sims:
+        typer.echo(f"error: --device must be one of {', '.join(sims)}", err=True)
+        raise typer.Exit(code=2)
+    if not interval_s > 0:
+        typer.echo("error: --interval must be positive", err=True)
+        raise typer.Exit(code=2)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        with PtyPort(link) as port:
+            typer.echo(str(port.path))
+            await stream(sims[device](seed), port, stop, interval_s=interval_s)
+
+    asyncio.run(serve())
 
 
 def main() -> None:

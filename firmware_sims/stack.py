@@ -20,6 +20,23 @@ READY_TIMEOUT_S: Final = 30.0
 PRESETS_FILE: Final = Path(__file__).resolve().parent.parent / "configs" / "filters.toml"
 
 
+@dataclass(frozen=True)
+class SerialDevice:
+    """A simulated serial device the agent reads through a pseudo-terminal."""
+
+    label: str
+    link: Path
+    kind: str
+    device_token: str
+    patient_token: str
+
+    def toml(self) -> str:
+        return (
+            f'\n[[serial]]\nlabel = "{self.label}"\nport = "{self.link}"\nkind = "{self.kind}"\n'
+            f'device_token = "{self.device_token}"\npatient_token = "{self.patient_token}"\n'
+        )
+
+
 @dataclass
 class GatewayRun:
     """One agent process with its config and ground-truth ledger."""
@@ -90,6 +107,7 @@ max_age_ms = {batch_max_age_ms}
         *,
         drain_timeout_s: float = 30.0,
         scripted_event: str | None = None,
+        serial: tuple[SerialDevice, ...] = (),
     ) -> GatewayRun:
         """Mint the gateway's master secret (both sides get a 0600 copy) and write its config."""
         folder = self.root / gateway_id
@@ -123,6 +141,7 @@ seed = {seed}
 ledger_file = "ledger.jsonl"
 interval_scale = {interval_scale}
 {f'scripted_event = "{scripted_event}"' if scripted_event else ""}
+{"".join(device.toml() for device in serial)}
 """,
             encoding="utf-8",
         )

@@ -145,6 +145,14 @@ class Table:
             raise self.doc.error(self._dotted(key), "must be a [section]")
         return Table(self.doc, self._dotted(key), value)
 
+    def table_list(self, key: str) -> list[Table]:
+        """An optional array of tables ([[key]] sections); empty when absent."""
+        self._seen.add(key)
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self.doc.error(self._dotted(key), "must be [[sections]]")
+        return [Table(self.doc, f"{self._dotted(key)}[{n}]", item) for n, item in enumerate(value)]
+
     def finish(self) -> None:
         """Reject unknown keys: a typo must not silently fall back to a default."""
         for key in self.data:

@@ -31,7 +31,7 @@ from edge_agent.protocol.settings import read_secret_file
 from edge_agent.sources import Reading
 from firmware_sims.ledger import read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer
-from firmware_sims.stack import LocalStack
+from firmware_sims.stack import LocalStack, SerialDevice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -192,3 +192,45 @@ def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: Infl
     assert news2["subscores"]["temp"] >= 1  # the scripted fever: 39.4 °C scores 2
     assert news2["total"] == sum(news2["subscores"].values())
     assert [(a["kind"], a["state"]) for a in twin["alerts"]][:1] == [("fever", "raised")]
+
+
+def test_serial_monitor_and_implant_readings_reach_the_twin(
+    stack: LocalStack, influx: InfluxV1, tmp_path: Path
+) -> None:
+    devices = (
+        SerialDevice("monitor-1", tmp_path / "monitor", "bedside-monitor", "1" * 32, "2" * 32),
+        SerialDevice("implant-1", tmp_path / "implant", "implant-receiver", "3" * 32, "4" * 32),
+    )
+    sims = [
+        subprocess.Popen(
+            [sys.executable, "-m", "firmware_sims", "serial", "--device", device,
+             "--link", str(d.link), "--interval", "0.2"],
+            stdout=subprocess.PIPE,
+        )
+        for device, d in zip(("monitor", "implant"), devices, strict=True)
+    ]  # fmt: skip
+    try:
+        for sim in sims:
+            assert sim.stdout is not None
+            assert sim.stdout.readline().strip()  # the simulator prints its port once it is up
+        gateway = stack.add_gateway("it-ward-4", patients=1, seed=2, serial=devices)
+        stack.start_sink()
+        stack.start_agent(gateway)
+        time.sleep(4.0)
+        assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
+    finally:
+        for sim in sims:
+            sim.terminate()
+            sim.wait(10)
+            assert sim.stdout is not None
+            sim.stdout.close()
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        stored = stored_vitals(influx)
+        if {"4" * 32, "2" * 32} <= {identity[0] for identity in stored}:
+            break
+        time.sleep(0.3)
+    monitor = {m for (p, m, d, _t) in stored if p == "2" * 32 and d == "1" * 32}
+    implant = {m for (p, m, d, _t) in stored if p == "4" * 32 and d == "3" * 32}
+    assert {"heart_rate", "resp_rate", "spo2", "body_temp"} <= monitor
+    assert implant  # trends, battery, leads or episodes: whatever the receiver sent in 4 s
