@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -136,3 +137,17 @@ def stored_vitals(influx: InfluxV1, patient: str | None = None) -> dict[Identity
             )
             stored[identity] = float(row[column["value"]])
     return stored
+
+
+def count_vitals(influx: InfluxV1) -> int:
+    """How many vital points the database holds."""
+    series = influx.query('SELECT count("value") FROM "vital"')
+    return int(series[0].values[0][1]) if series else 0
+
+
+def wait_for_vitals(influx: InfluxV1, expected: int, timeout_s: float) -> int:
+    """Poll until at least `expected` vitals are stored or the time is up; returns the count."""
+    deadline = time.monotonic() + timeout_s
+    while (count := count_vitals(influx)) < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return count

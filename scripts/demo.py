@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals
+from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 from firmware_sims.stack import LocalStack
@@ -35,11 +35,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if not 1 <= args.patients <= 500:
         parser.error("--patients must be between 1 and 500")
     return args
-
-
-def _stored_count(influx: InfluxV1) -> int:
-    series = influx.query('SELECT count("value") FROM "vital"')
-    return int(series[0].values[0][1]) if series else 0
 
 
 def _twin_tables(console: Console, influx: InfluxV1) -> None:
@@ -96,9 +91,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             time.sleep(args.duration)
             agent_rc = stack.stop_agent(gateway)
             entries = read_ledger(gateway.ledger_file)
-            deadline = time.monotonic() + SETTLE_TIMEOUT_S
-            while _stored_count(influx) < len(entries) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            wait_for_vitals(influx, len(entries), SETTLE_TIMEOUT_S)
             sink_rc = stack.stop_sink()
             _twin_tables(console, influx)
             alerts = _alerts(console, influx)

@@ -7,7 +7,6 @@ from edge_agent.filters.bank import (
     FilterBank,
     KernelCacheInfo,
     SeriesKey,
-    SeriesSnapshot,
     kernel_cache_info,
     warm_up,
 )
@@ -25,6 +24,7 @@ from edge_agent.filters.presets import (
     Presets,
     load_presets,
 )
+from edge_agent.filters.state import SeriesSnapshot
 
 __all__ = [
     "ALL_DETECTORS",

@@ -26,6 +26,7 @@ from edge_agent.filters.presets import (
     MetricPreset,
     Presets,
 )
+from edge_agent.filters.state import SeriesSnapshot
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,27 +50,6 @@ class Baseline:
     sd: float
     samples: int
     learned_at_ns: int
-
-
-@dataclass(slots=True, frozen=True)
-class SeriesSnapshot:
-    """Every state value of one series, for inspection and for the equivalence tests."""
-
-    samples_seen: int
-    last_ts_ns: int | None
-    hampel_window: tuple[float, ...]
-    ewma_count: int
-    ewma_mean: float
-    ewma_var: float
-    baseline_progress: int
-    baseline: float | None
-    baseline_sd: float | None
-    baseline_at_ns: int | None
-    cusum_high: float
-    cusum_low: float
-    rate_window: tuple[tuple[int, float], ...]
-    flat_value: float | None
-    flat_start_ns: int | None
 
 
 class BaselineStore:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from edge_agent.filters.flags import (
@@ -40,6 +39,7 @@ from edge_agent.filters.presets import (
     RATE_CAPACITY,
     MetricPreset,
 )
+from edge_agent.filters.state import SeriesSnapshot
 
 # Scales a MAD to a standard deviation for normal data (Rousseeuw & Croux 1993: 1/Φ⁻¹(3/4)).
 MAD_TO_SIGMA: Final = 1.4826
@@ -59,27 +59,6 @@ def robust_centre_and_sd(values: Sequence[float]) -> tuple[float, float]:
     centre = median(ordered)
     mad = median(sorted(abs(value - centre) for value in ordered))
     return centre, MAD_TO_SIGMA * mad
-
-
-@dataclass(slots=True, frozen=True)
-class ReferenceState:
-    """The reference's state after its last reading; fields match bank.SeriesSnapshot."""
-
-    samples_seen: int
-    last_ts_ns: int | None
-    hampel_window: tuple[float, ...]
-    ewma_count: int
-    ewma_mean: float
-    ewma_var: float
-    baseline_progress: int
-    baseline: float | None
-    baseline_sd: float | None
-    baseline_at_ns: int | None
-    cusum_high: float
-    cusum_low: float
-    rate_window: tuple[tuple[int, float], ...]
-    flat_value: float | None
-    flat_start_ns: int | None
 
 
 class ReferenceSeries:
@@ -249,8 +228,8 @@ class ReferenceSeries:
         self.flat_start_ns = ts_ns
         return False
 
-    def state(self) -> ReferenceState:
-        return ReferenceState(
+    def state(self) -> SeriesSnapshot:
+        return SeriesSnapshot(
             samples_seen=self.samples_seen,
             last_ts_ns=self.last_ts_ns,
             hampel_window=tuple(self.hampel_window),
@@ -276,7 +255,7 @@ def run_series(
     quality: Sequence[int],
     *,
     detectors: int = ALL_DETECTORS,
-) -> tuple[list[int], ReferenceState]:
+) -> tuple[list[int], SeriesSnapshot]:
     """Filter a whole series at once: its flags, and the state after its last reading."""
     series = ReferenceSeries(preset, detectors)
     flags = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import stored_vitals
+from cloud_sink.twin import stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import LocalStack
@@ -24,66 +24,66 @@ def own_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
         yield broker
 
 
-def test_broker_outage_loses_nothing(
+@pytest.fixture
+def stack(
     tmp_path: Path, own_broker: MosquittoServer, influxdb: InfluxServer, isolation: str
-) -> None:
+) -> Iterator[LocalStack]:
     stack = LocalStack(tmp_path, own_broker, influxdb, database=isolation)
-    influx = InfluxV1(influxdb.url, isolation)
-    try:
-        stack.write_sink_config(batch_max_age_ms=100)
-        gateway = stack.add_gateway("outage-ward", patients=2, seed=21, interval_scale=0.25)
-        stack.start_sink()
-        stack.start_agent(gateway)
-        time.sleep(2.0)
-        own_broker.stop()
-        time.sleep(4.0)  # the agent keeps sealing into its spool meanwhile
-        during = len(read_ledger(gateway.ledger_file))
-        own_broker.start()
-        time.sleep(3.0)
-        assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-3000:]
-        entries = read_ledger(gateway.ledger_file)
-        deadline = time.monotonic() + 30.0
-        while len(stored_vitals(influx)) < len(entries) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        result = reconcile(entries, stored_vitals(influx))
-        assert during > 20
-        assert (result.missing, result.extra, result.value_mismatches) == (0, 0, 0)
-        assert result.stored == result.generated
-        assert "unavailable" in gateway.log_file.read_text()
-    finally:
-        stack.stop_all()
-        influx.close()
+    stack.write_sink_config(batch_max_age_ms=100)
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture
+def influx(influxdb: InfluxServer, isolation: str) -> Iterator[InfluxV1]:
+    client = InfluxV1(influxdb.url, isolation)
+    yield client
+    client.close()
+
+
+def _reconciled(stack: LocalStack, influx: InfluxV1, ledger: Path) -> tuple[int, int, int, int]:
+    """(missing, extra, value mismatches, stored - generated) once the sink has caught up."""
+    entries = read_ledger(ledger)
+    wait_for_vitals(influx, len(entries), 30.0)
+    result = reconcile(entries, stored_vitals(influx))
+    return result.missing, result.extra, result.value_mismatches, result.stored - result.generated
+
+
+def test_broker_outage_loses_nothing(
+    stack: LocalStack, influx: InfluxV1, own_broker: MosquittoServer
+) -> None:
+    gateway = stack.add_gateway("outage-ward", patients=2, seed=21, interval_scale=0.25)
+    stack.start_sink()
+    stack.start_agent(gateway)
+    time.sleep(2.0)
+    own_broker.stop()
+    time.sleep(4.0)  # the agent keeps sealing into its spool meanwhile
+    during = len(read_ledger(gateway.ledger_file))
+    own_broker.start()
+    time.sleep(3.0)
+    assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-3000:]
+    assert during > 20
+    assert _reconciled(stack, influx, gateway.ledger_file) == (0, 0, 0, 0)
+    assert "unavailable" in gateway.log_file.read_text()
 
 
 def test_frames_left_in_the_spool_are_sent_by_the_next_run(
-    tmp_path: Path, own_broker: MosquittoServer, influxdb: InfluxServer, isolation: str
+    stack: LocalStack, influx: InfluxV1, own_broker: MosquittoServer
 ) -> None:
-    stack = LocalStack(tmp_path, own_broker, influxdb, database=isolation)
-    influx = InfluxV1(influxdb.url, isolation)
-    try:
-        stack.write_sink_config(batch_max_age_ms=100)
-        gateway = stack.add_gateway(
-            "restart-ward", patients=2, seed=8, interval_scale=0.25, drain_timeout_s=1.0
-        )
-        stack.start_sink()
-        own_broker.stop()
-        stack.start_agent(gateway)
-        time.sleep(3.0)
-        # No broker: the drain gives up, the frames stay spooled, and the agent says so.
-        assert stack.stop_agent(gateway) == 1
-        first_run = len(read_ledger(gateway.ledger_file))
-        assert "stay spooled for the next start" in gateway.log_file.read_text()
-        own_broker.start()
-        stack.start_agent(gateway)
-        time.sleep(2.0)
-        assert stack.stop_agent(gateway) == 0
-        entries = read_ledger(gateway.ledger_file)
-        deadline = time.monotonic() + 30.0
-        while len(stored_vitals(influx)) < len(entries) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        result = reconcile(entries, stored_vitals(influx))
-        assert first_run > 20
-        assert (result.missing, result.extra, result.value_mismatches) == (0, 0, 0)
-    finally:
-        stack.stop_all()
-        influx.close()
+    gateway = stack.add_gateway(
+        "restart-ward", patients=2, seed=8, interval_scale=0.25, drain_timeout_s=1.0
+    )
+    stack.start_sink()
+    own_broker.stop()
+    stack.start_agent(gateway)
+    time.sleep(3.0)
+    # No broker: the drain gives up, the frames stay spooled, and the agent says so.
+    assert stack.stop_agent(gateway) == 1
+    first_run = len(read_ledger(gateway.ledger_file))
+    assert "stay spooled for the next start" in gateway.log_file.read_text()
+    own_broker.start()
+    stack.start_agent(gateway)
+    time.sleep(2.0)
+    assert stack.stop_agent(gateway) == 0
+    assert first_run > 20
+    assert _reconciled(stack, influx, gateway.ledger_file) == (0, 0, 0, 0)

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import list_patients, read_twin, stored_vitals
+from cloud_sink.twin import list_patients, read_twin, stored_vitals, wait_for_vitals
 from edge_agent.framer import Framer
 from edge_agent.protocol import (
     Channel,
@@ -34,15 +34,6 @@ from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import LocalStack, SerialDevice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _settle(influx: InfluxV1, expected: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        series = influx.query('SELECT count("value") FROM "vital"')
-        if series and int(series[0].values[0][1]) >= expected:
-            return
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -73,7 +64,7 @@ def test_every_generated_reading_is_stored_exactly_once(
     time.sleep(5.0)
     assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
     entries = read_ledger(gateway.ledger_file)
-    _settle(influx, len(entries))
+    wait_for_vitals(influx, len(entries), 30.0)
     assert stack.stop_sink() == 0
     stored = stored_vitals(influx)
     result = reconcile(entries, stored)
@@ -139,7 +130,7 @@ def test_tampered_misrouted_and_garbage_envelopes_are_never_written(
         stack.broker.port,
         [(own, bytes(tampered)), (other, misrouted), (own, b"\x93garbage"), (own, good)],
     )
-    _settle(influx, 1, timeout_s=15.0)
+    wait_for_vitals(influx, 1, 15.0)
     time.sleep(0.5)  # let anything wrongly accepted arrive too
     values = sorted(stored_vitals(influx).values())
     assert values == [61.0]
@@ -170,7 +161,7 @@ def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: Infl
     time.sleep(4.0)
     assert stack.stop_agent(gateway) == 0
     entries = read_ledger(gateway.ledger_file)
-    _settle(influx, len(entries))
+    wait_for_vitals(influx, len(entries), 30.0)
     patient = entries[0].patient
     config = ["--config", str(stack.sink_config)]
 
