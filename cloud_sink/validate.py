@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
-from cloud_sink.lineproto import encode_line
+from cloud_sink.lineproto import encode_line, vital_line
 from edge_agent.protocol import CATALOGUE, Frame
 
 MAX_FUTURE_SKEW_NS: Final = 300 * 1_000_000_000
@@ -47,14 +47,16 @@ def frame_points(frame: Frame, now_ns: int | None = None) -> Points:
                 out.refused["timestamp_out_of_range"] += 1
             else:
                 out.lines.append(
-                    encode_line(
-                        "vital",
-                        {"patient": block.patient_token, "metric": metric,
-                         "device": block.device_token},
-                        {"value": value, "quality": q, "flags": f},
-                        ts_ns,
+                    vital_line(
+                        block.patient_token,
+                        metric,
+                        block.device_token,
+                        value=value,
+                        quality=q,
+                        flags=f,
+                        ts_ns=ts_ns,
                     )
-                )  # fmt: skip
+                )
                 out.vitals += 1
     for alert in frame.alerts:
         alert_fields: dict[str, float | int | str] = {

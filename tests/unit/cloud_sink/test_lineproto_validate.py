@@ -53,7 +53,7 @@ def test_valid_readings_become_vital_points() -> None:
     hr = by_name("heart_rate").code
     points = frame_points(Frame("ward-1", now, (_block([hr], [72.0], [now]),)), now)
     assert points.lines == [
-        f"vital,device={D},metric=heart_rate,patient={P} value=72.0,quality=0i,flags=0i {now}"
+        f"vital,device={D},metric=heart_rate,patient={P} flags=0i,quality=0i,value=72 {now}"
     ]
     assert points.vitals == 1
     assert not points.refused
