@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -40,6 +41,10 @@ ConfigOption = Annotated[
 ]
 LogFormat = Annotated[str, typer.Option("--log-format", help="text or json (for journald).")]
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+config_app = typer.Typer(help="Check the agent's configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 @app.callback()
@@ -185,6 +190,47 @@ def replay(
         )
     _out.print(table)
     _out.print(result.summary())
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@config_app.command("check")
+def config_check(
+    config: ConfigOption = Path("configs/agent.toml"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the effective config as JSON.")
+    ] = False,
+) -> None:
+    """Validate every key (errors read `file:line: key: reason`) and print the effective config.
+
+    Also checks the files the config points at: the master secret (hex, mode 0600) and the
+    filter presets. Secret values are never printed.
+    """
+    try:
+        settings = load_agent_config(config)
+        settings.master_secret()
+        if settings.filters.enabled:
+            load_presets(settings.filters.presets_file)
+    except (EdgeAgentError, FilterError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
+    effective = {
+        "config": _plain(settings),
+        "checked": {"gateway.secret_file": "32 bytes, mode 0600 (the value is never shown)"},
+    }
+    if as_json:
+        typer.echo(json.dumps(effective))
+        return
+    _out.print_json(data=effective)
+    _out.print(f"[green]{config}: valid[/]")
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edge_agent.cli import app
 from edge_agent.config import load_agent_config
 from edge_agent.errors import ConfigError
 from edge_agent.protocol import Direction, derive_session_key, open_envelope
@@ -123,3 +125,21 @@ def test_sealer_uses_the_counter_epoch_and_sequence(tmp_path: Path) -> None:
         assert (opened.header.seq, opened.header.epoch) == (seq, sealer.epoch)
         seqs.append(seq)
     assert seqs == sorted(set(seqs))
+
+
+def test_config_check_reports_file_line_key_and_masks_secrets(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("port = 1883", "port = 1883\nkeepalive_s = 100"))
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:9: mqtt.keepalive_s: 100 is outside 2..60" in result.stderr
+    path = _write(tmp_path, GOOD)
+    secret = os.urandom(32)
+    write_secret_file(tmp_path / "gw.key", secret)
+    (tmp_path / "filters.toml").write_text(
+        (Path(__file__).resolve().parents[3] / "configs" / "filters.toml").read_text()
+    )
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["config"]["gateway"]["gateway_id"] == "ward3-bed12"
+    assert secret.hex() not in result.output
