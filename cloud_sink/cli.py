@@ -23,6 +23,7 @@ from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
 from cloud_sink.news2 import to_json_dict as news2_json
 from cloud_sink.pipeline import SinkPipeline, SinkStats
+from cloud_sink.replay import ReplayGuard
 from cloud_sink.twin import iso_utc
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 
@@ -86,6 +87,7 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
         influx=influx,
         writer=config.writer,
         topic_prefix=config.mqtt.topic_prefix,
+        replay=ReplayGuard(config.state_dir / "replay.json"),
     )
     consumer.start()
     try:
@@ -98,9 +100,10 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
         consumer.stop()
         influx.close()
     _LOGGER.info(
-        "sink stopped: %d messages, %d vitals written, rejected %s",
+        "sink stopped: %d messages, %d vitals written, %d replays dropped, rejected %s",
         stats.messages_acked,
         stats.vitals_written,
+        stats.replays_dropped,
         dict(stats.rejected) or "none",
     )
     return stats

@@ -28,6 +28,7 @@ class SinkConfig:
     source_file: Path
     mqtt: ConsumerSettings
     keyring_dir: Path
+    state_dir: Path
     influxdb: InfluxSettings
     writer: WriterSettings
 
@@ -80,14 +81,17 @@ def load_sink_config(path: Path) -> SinkConfig:
     try:
         root = load(path)
         keyring = root.table("keyring")
+        state = root.table("state")
         config = SinkConfig(
             source_file=path,
             mqtt=_mqtt(root.table("mqtt")),
             keyring_dir=keyring.path("dir"),
+            state_dir=state.path("dir"),
             influxdb=_influx(root.table("influxdb")),
             writer=_writer(root.optional_table("writer")),
         )
         keyring.finish()
+        state.finish()
         root.finish()
     except SettingsError as exc:
         raise ConfigError(exc.location, exc.key, exc.why) from exc

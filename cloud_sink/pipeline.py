@@ -13,6 +13,7 @@ from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.errors import DatabaseRejected, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
+from cloud_sink.replay import ReplayGuard
 from cloud_sink.validate import frame_points
 from edge_agent.protocol import (
     AuthenticationError,
@@ -47,6 +48,7 @@ class SinkStats:
     rejected: Counter[str] = field(default_factory=Counter)
     refused_readings: Counter[str] = field(default_factory=Counter)
     dead_lettered_batches: int = 0
+    replays_dropped: int = 0
 
 
 def rejection_reason(exc: WireError) -> str:
@@ -84,6 +86,7 @@ class SinkPipeline:
         influx: InfluxV1,
         writer: WriterSettings,
         topic_prefix: str,
+        replay: ReplayGuard,
     ) -> None:
         self._consumer = consumer
         self._queue = queue
@@ -91,15 +94,23 @@ class SinkPipeline:
         self._influx = influx
         self._writer = writer
         self._prefix = topic_prefix
+        self._replay = replay
         self.stats = SinkStats()
 
-    def _points(self, message: Inbound) -> tuple[list[str], int]:
-        """Open, check routing, decode, validate; raise WireError when the envelope is refused."""
+    def _points(self, message: Inbound) -> tuple[list[str], int] | None:
+        """Open, check routing, decode, validate; None for a replay (already accepted once).
+
+        Raises WireError when the envelope is refused.
+        """
         route = parse(message.topic, self._prefix)
         if route.channel not in (Channel.TELEMETRY, Channel.ALERTS):
             msg = f"channel {route.channel.value} is not an uplink data channel"
             raise TopicError(msg)
         opened = open_envelope(message.topic, message.payload, self._keyring.lookup)
+        header = opened.header
+        if self._replay.seen(header.gateway_id, header.epoch, header.seq):
+            return None
+        self._replay.accept(header.gateway_id, header.epoch, header.seq)
         frame = decode_frame(opened.plaintext)
         if not route.gateway_id == opened.header.gateway_id == frame.gateway_id:
             # The tag already binds the topic; this catches a gateway sealing for another's name.
@@ -138,6 +149,7 @@ class SinkPipeline:
                 self.stats.vitals_written += batch.vitals
             break
         self.stats.batches_written += 1
+        await asyncio.to_thread(self._replay.commit)
         for message in batch.messages:
             self._consumer.ack(message)
             self.stats.messages_acked += 1
@@ -175,12 +187,17 @@ class SinkPipeline:
         if not batch.messages:
             batch.started = time.monotonic()
         try:
-            lines, vitals = self._points(message)
+            points = self._points(message)
         except WireError as exc:
             reason = rejection_reason(exc)
             self.stats.rejected[reason] += 1
             _LOGGER.warning("envelope on %s rejected (%s): %s", message.topic, reason, exc.reason)
-            lines, vitals = [], 0
+            points = ([], 0)
+        if points is None:
+            # A redelivery (or a replay) of an envelope already accepted: drop it quietly.
+            self.stats.replays_dropped += 1
+            points = ([], 0)
+        lines, vitals = points
         batch.lines.extend(lines)
         batch.vitals += vitals
         # A rejected message still joins the batch so its ack keeps receive order (MQTT §4.6).

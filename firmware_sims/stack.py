@@ -86,6 +86,9 @@ topic_prefix = "{self.topic_prefix}"
 [keyring]
 dir = "keyring"
 
+[state]
+dir = "state"
+
 [influxdb]
 url = "{self.influx.url}"
 database = "{self.database}"
