@@ -87,3 +87,33 @@ def test_frames_left_in_the_spool_are_sent_by_the_next_run(
     assert stack.stop_agent(gateway) == 0
     assert first_run > 20
     assert _reconciled(stack, influx, gateway.ledger_file) == (0, 0, 0, 0)
+
+
+@pytest.fixture
+def own_influx(tmp_path: Path) -> Iterator[InfluxServer]:
+    """A database of this test's own: it goes down for maintenance mid-run."""
+    with InfluxServer(tmp_path / "influxdb") as server:
+        yield server
+
+
+def test_influxdb_down_nothing_acknowledged_nothing_lost(
+    tmp_path: Path, mosquitto: MosquittoServer, own_influx: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(tmp_path, mosquitto, own_influx, topic_prefix=f"{isolation}/")
+    stack.write_sink_config(batch_max_age_ms=100)
+    influx = InfluxV1(own_influx.url, stack.database)
+    try:
+        gateway = stack.add_gateway("dbdown-ward", patients=2, seed=13, interval_scale=0.25)
+        stack.start_sink()
+        stack.start_agent(gateway)
+        time.sleep(2.0)
+        own_influx.stop()
+        time.sleep(4.0)  # the sink cannot write: it retries and acknowledges nothing
+        own_influx.start()
+        time.sleep(2.0)
+        assert stack.stop_agent(gateway) == 0
+        assert _reconciled(stack, influx, gateway.ledger_file) == (0, 0, 0, 0)
+        assert "write failed" in stack.sink_log.read_text()
+    finally:
+        stack.stop_all()
+        influx.close()
