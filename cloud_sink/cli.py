@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cloud_sink.clinical import clinical_json, clinical_twin, record_observation
 from cloud_sink.config import SinkConfig, load_sink_config
-from cloud_sink.consumer import Inbound, MqttConsumer
+from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
@@ -78,11 +78,9 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await _wait_for_database(influx)
-    queue: asyncio.Queue[Inbound] = asyncio.Queue(config.mqtt.receive_maximum)
-    consumer = MqttConsumer(config.mqtt, loop, queue)
+    consumer = MqttConsumer(config.mqtt, loop)
     pipeline = SinkPipeline(
         consumer=consumer,
-        queue=queue,
         keyring=Keyring(config.keyring_dir),
         influx=influx,
         writer=config.writer,

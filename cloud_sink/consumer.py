@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,10 +48,10 @@ class Inbound:
 
 
 class MqttConsumer:
-    """Receives uplink messages into a bounded asyncio queue; `ack` sends PUBACK later.
+    """Receives uplink messages into a bounded inbox; `ack` sends PUBACK later.
 
     The broker never has more than `receive_maximum` unacknowledged messages in flight to us
-    (MQTT v5 flow control), and the hand-off blocks paho's thread when the queue is full, so
+    (MQTT v5 flow control), and the hand-off blocks paho's thread when the inbox is full, so
     memory stays bounded while InfluxDB is slow. PUBACKs are only sent on the connection the
     message arrived on: after a reconnect the broker redelivers whatever we had not acknowledged.
     """
@@ -60,11 +60,12 @@ class MqttConsumer:
         self,
         settings: ConsumerSettings,
         loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Inbound],
     ) -> None:
         self._settings = settings
         self._loop = loop
-        self._queue = queue
+        # A thread-safe inbox: paho's thread puts one message at a time, the sink takes whole
+        # batches in one thread hop (a hop per message would cost more than opening it).
+        self._inbox: queue.Queue[Inbound] = queue.Queue(settings.receive_maximum)
         self._generation = 0
         self._closing = threading.Event()
         self.subscribed = asyncio.Event()
@@ -135,14 +136,28 @@ class MqttConsumer:
         inbound = Inbound(
             message.topic, bytes(message.payload), message.mid, message.qos, self._generation
         )
-        future = asyncio.run_coroutine_threadsafe(self._queue.put(inbound), self._loop)
         while not self._closing.is_set():
             try:
-                future.result(timeout=HANDOFF_POLL_S)
-            except concurrent.futures.TimeoutError:
-                continue  # queue full: hold paho here, which is our backpressure
+                self._inbox.put(inbound, timeout=HANDOFF_POLL_S)
+            except queue.Full:
+                continue  # inbox full: hold paho here, which is our backpressure
             return
-        future.cancel()
+
+    def take(self, limit: int, timeout_s: float) -> list[Inbound]:
+        """Up to `limit` messages in arrival order, waiting up to `timeout_s` for the first.
+
+        Blocking: call it through `asyncio.to_thread`.
+        """
+        try:
+            taken = [self._inbox.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while len(taken) < limit:
+            try:
+                taken.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return taken
 
     # --- event-loop side ---------------------------------------------------------------------
 

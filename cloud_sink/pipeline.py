@@ -28,6 +28,8 @@ from edge_agent.protocol import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+# How long one take waits for a first message, which bounds how late a stop is noticed.
+TAKE_POLL_S = 0.1
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,7 +83,6 @@ class SinkPipeline:
         self,
         *,
         consumer: MqttConsumer,
-        queue: asyncio.Queue[Inbound],
         keyring: Keyring,
         influx: InfluxV1,
         writer: WriterSettings,
@@ -89,7 +90,6 @@ class SinkPipeline:
         replay: ReplayGuard,
     ) -> None:
         self._consumer = consumer
-        self._queue = queue
         self._keyring = keyring
         self._influx = influx
         self._writer = writer
@@ -154,33 +154,35 @@ class SinkPipeline:
             self._consumer.ack(message)
             self.stats.messages_acked += 1
 
+    async def _write_loop(self, batches: asyncio.Queue[_Batch | None]) -> None:
+        while (batch := await batches.get()) is not None:
+            await self._write(batch)
+
     async def run(self, stop: asyncio.Event) -> SinkStats:
-        batch = _Batch()
-        stop_task = asyncio.create_task(stop.wait(), name="sink.stop-watch")
-        try:
+        """Take and open messages while the previous batch is being written (two in flight at
+        most); batches are written and acknowledged strictly in order."""
+        batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._write_loop(batches), name="sink.writer")
+            batch = _Batch()
             while True:
-                timeout_s = None
+                wait_s = TAKE_POLL_S
                 if batch.messages:
-                    timeout_s = max(0.0, batch.started + self._writer.max_age_s - time.monotonic())
-                get_task = asyncio.ensure_future(self._queue.get())
-                done, _ = await asyncio.wait(
-                    {get_task, stop_task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                if get_task in done:
-                    self._take(batch, get_task.result())
-                else:
-                    get_task.cancel()
+                    wait_s = max(0.0, batch.started + self._writer.max_age_s - time.monotonic())
+                room = max(1, self._writer.batch_lines // 2)
+                for message in await asyncio.to_thread(self._consumer.take, room, wait_s):
+                    self._take(batch, message)
                 full = len(batch.lines) >= self._writer.batch_lines
                 aged = batch.messages and time.monotonic() - batch.started >= self._writer.max_age_s
-                if batch.messages and (full or aged or stop_task in done):
-                    await self._write(batch)
+                if batch.messages and (full or aged or stop.is_set()):
+                    await batches.put(batch)
                     batch = _Batch()
-                if stop_task in done:
-                    # Whatever is still queued was never acknowledged: the broker keeps it in
-                    # our persistent session and redelivers it to the next run.
-                    return self.stats
-        finally:
-            stop_task.cancel()
+                if stop.is_set():
+                    # Whatever is still in the inbox was never acknowledged: the broker keeps
+                    # it in our persistent session and redelivers it to the next run.
+                    await batches.put(None)
+                    break
+        return self.stats
 
     def _take(self, batch: _Batch, message: Inbound) -> None:
         self.stats.messages_in += 1

@@ -230,11 +230,11 @@ def _block(raw: object, path: str) -> DeviceBlock:
         device_token=_str(f[0], f"{path}.device_token", _TOKEN_RE),
         patient_token=_str(f[1], f"{path}.patient_token", _TOKEN_RE),
         device_kind=_str(f[2], f"{path}.device_kind", _NAME_RE),
-        metric_codes=codes.astype(np.uint16),
-        ts_ns=ts_ns.astype(np.int64),
-        values=_col(f[5], f"{path}.values", VALUE_DTYPE, n).astype(np.float64),
-        quality=_col(f[6], f"{path}.quality", BITS_DTYPE, n).astype(np.uint32),
-        flags=_col(f[7], f"{path}.flags", BITS_DTYPE, n).astype(np.uint32),
+        metric_codes=codes.astype(np.uint16, copy=False),
+        ts_ns=ts_ns.astype(np.int64, copy=False),
+        values=_col(f[5], f"{path}.values", VALUE_DTYPE, n).astype(np.float64, copy=False),
+        quality=_col(f[6], f"{path}.quality", BITS_DTYPE, n).astype(np.uint32, copy=False),
+        flags=_col(f[7], f"{path}.flags", BITS_DTYPE, n).astype(np.uint32, copy=False),
     )
 
 
