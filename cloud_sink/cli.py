@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated
 
@@ -56,19 +57,33 @@ def _influx(config: SinkConfig) -> InfluxV1:
     return InfluxV1(db.url, db.database, db.timeout_s, db.username, db.password)
 
 
-async def _wait_for_database(influx: InfluxV1) -> None:
+async def _until(stop: asyncio.Event, waiting: Awaitable[object], timeout_s: float | None) -> bool:
+    """Await `waiting` unless `stop` is set first or the time runs out; True if it finished."""
+    task = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    done, pending = await asyncio.wait(
+        {task, stopped}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
+    for future in pending:
+        future.cancel()
+    return task in done
+
+
+async def _wait_for_database(influx: InfluxV1, stop: asyncio.Event) -> bool:
+    """Create the database once InfluxDB answers; False if told to stop first."""
     delay_s = 0.5
-    while True:
+    while not stop.is_set():
         try:
             await asyncio.to_thread(influx.create_database)
         except DatabaseUnavailable as exc:
             _LOGGER.warning(
                 "InfluxDB not reachable yet (%s); retrying in %.1f s", exc.reason, delay_s
             )
-            await asyncio.sleep(delay_s)
+            await _until(stop, asyncio.sleep(delay_s), None)
             delay_s = min(delay_s * 2, 10.0)
             continue
-        return
+        return True
+    return False
 
 
 async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
@@ -77,7 +92,9 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await _wait_for_database(influx)
+    if not await _wait_for_database(influx, stop):
+        influx.close()
+        return SinkStats()
     consumer = MqttConsumer(config.mqtt, loop)
     pipeline = SinkPipeline(
         consumer=consumer,
@@ -89,7 +106,8 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
     )
     consumer.start()
     try:
-        await consumer.subscribed.wait()
+        if not await _until(stop, consumer.subscribed.wait(), None):
+            return SinkStats()
         _LOGGER.info("subscribed to %s", consumer.filter)
         if ready_file is not None:
             await asyncio.to_thread(ready_file.write_text, "subscribed\n", encoding="utf-8")

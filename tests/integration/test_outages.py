@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
-from firmware_sims.services import InfluxServer, MosquittoServer
+from firmware_sims.services import InfluxServer, MosquittoServer, free_port
 from firmware_sims.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -117,3 +120,32 @@ def test_influxdb_down_nothing_acknowledged_nothing_lost(
     finally:
         stack.stop_all()
         influx.close()
+
+
+def test_sink_waiting_for_a_missing_database_still_stops_on_sigterm(tmp_path: Path) -> None:
+    closed_port = free_port()
+    config = tmp_path / "sink.toml"
+    config.write_text(
+        f"""[mqtt]
+host = "127.0.0.1"
+port = {closed_port}
+[keyring]
+dir = "keys"
+[state]
+dir = "state"
+[influxdb]
+url = "http://127.0.0.1:{closed_port}"
+database = "nothing"
+""",
+        encoding="utf-8",
+    )
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "cloud_sink", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    sink.send_signal(signal.SIGTERM)
+    _out, err = sink.communicate(timeout=15)
+    assert sink.returncode == 0, err
+    assert "InfluxDB not reachable yet" in err
