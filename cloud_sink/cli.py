@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloud_sink.clinical import clinical_json, clinical_twin, record_observation
+from cloud_sink.clinical import (
+    clinical_json,
+    clinical_twin,
+    record_observation,
+    ward,
+    ward_json,
+    ward_table,
+)
 from cloud_sink.config import SinkConfig, load_sink_config
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
@@ -190,6 +197,25 @@ def twin_show(
         _out.print(
             f"alert {alert.kind} ({alert.severity}) {alert.state} at {iso_utc(alert.since_ns)}"
         )
+
+
+@twin_app.command("list")
+def twin_list(
+    config: ConfigOption = Path("configs/sink.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    stale_factor: Annotated[
+        float, typer.Option(help="A metric is stale after this many expected intervals.")
+    ] = 5.0,
+) -> None:
+    """The ward: every patient ranked by NEWS2 band, then score, then staleness."""
+    try:
+        rows = ward(_influx(load_sink_config(config)), time.time_ns(), stale_factor)
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(ward_json(rows)))
+        return
+    _out.print(ward_table(rows))
 
 
 @twin_app.command("observe")

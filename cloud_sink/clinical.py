@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from rich.table import Table
+
 from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import encode_line
 from cloud_sink.news2 import News2Inputs, News2Score, score
 from cloud_sink.news2 import to_json_dict as news2_json
-from cloud_sink.twin import TwinView, check_token, iso_utc, read_twin, twin_json
+from cloud_sink.twin import TwinView, check_token, iso_utc, list_patients, read_twin, twin_json
 
 NS: Final = 1_000_000_000
 TREND_WINDOW_S: Final = 1800.0
@@ -209,3 +211,70 @@ def clinical_json(view: ClinicalTwin) -> dict[str, object]:
         for a in view.alerts
     ]
     return document
+
+
+BAND_RANK: Final = {"high": 0, "medium": 1, "low-medium": 2, "low": 3, "zero": 4}
+
+
+@dataclass(slots=True, frozen=True)
+class WardRow:
+    """One patient on the ward view."""
+
+    patient: str
+    news2: News2Score
+    stale_metrics: int
+    oldest_age_s: float
+    open_alerts: int
+
+
+def ward(influx: InfluxV1, now_ns: int, stale_factor: float = 5.0) -> list[WardRow]:
+    """Every patient, most at risk first: NEWS2 band, then score, then the stalest data."""
+    rows = []
+    for patient in list_patients(influx):
+        view = clinical_twin(influx, patient, now_ns, stale_factor)
+        ages = [f.age_s for f in view.freshness.values()]
+        rows.append(
+            WardRow(
+                patient,
+                view.news2,
+                sum(1 for f in view.freshness.values() if f.stale),
+                max(ages, default=0.0),
+                sum(1 for a in view.alerts if a.state == "raised"),
+            )
+        )
+    return sorted(
+        rows, key=lambda r: (BAND_RANK[r.news2.band], -r.news2.total, -r.oldest_age_s, r.patient)
+    )
+
+
+def ward_json(rows: list[WardRow]) -> list[dict[str, object]]:
+    return [
+        {
+            "patient": r.patient,
+            "news2_total": r.news2.total,
+            "news2_band": r.news2.band,
+            "news2_complete": r.news2.complete,
+            "stale_metrics": r.stale_metrics,
+            "oldest_age_s": round(r.oldest_age_s, 3),
+            "open_alerts": r.open_alerts,
+        }
+        for r in rows
+    ]
+
+
+def ward_table(rows: list[WardRow]) -> Table:
+    """The ward view as a rich table (used by `twin list` and the demo)."""
+    table = Table(title=f"ward: {len(rows)} patients, most at risk first")
+    for column in ("patient", "NEWS2", "band", "complete", "open alerts", "stale", "oldest (s)"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.patient[:12] + "…",
+            str(r.news2.total),
+            r.news2.band,
+            "yes" if r.news2.complete else "no",
+            str(r.open_alerts),
+            str(r.stale_metrics),
+            f"{r.oldest_age_s:.0f}",
+        )
+    return table

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sink.clinical import record_observation, ward, ward_table
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
@@ -93,8 +94,13 @@ def run(args: argparse.Namespace, root: Path) -> int:
             entries = read_ledger(gateway.ledger_file)
             wait_for_vitals(influx, len(entries), SETTLE_TIMEOUT_S)
             sink_rc = stack.stop_sink()
+            # The nurse's part of NEWS2 (consciousness, oxygen), as `cloud-sink twin observe` does.
+            for patient in list_patients(influx):
+                for kind, value in (("acvpu", "A"), ("oxygen", "air"), ("spo2_scale", "1")):
+                    record_observation(influx, patient, kind, value, time.time_ns())
             _twin_tables(console, influx)
             alerts = _alerts(console, influx)
+            console.print(ward_table(ward(influx, time.time_ns())))
             result = reconcile(entries, stored_vitals(influx))
         finally:
             stack.stop_all()

@@ -191,6 +191,10 @@ def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: Infl
     assert news2["subscores"]["temp"] >= 1  # the scripted fever: 39.4 °C scores 2
     assert news2["total"] == sum(news2["subscores"].values())
     assert [(a["kind"], a["state"]) for a in twin["alerts"]][:1] == [("fever", "raised")]
+    ward = json.loads(cli("list", "--json"))
+    assert [row["patient"] for row in ward] == [patient]
+    assert ward[0]["news2_total"] == news2["total"]
+    assert ward[0]["open_alerts"] >= 1
 
 
 def test_serial_monitor_and_implant_readings_reach_the_twin(
