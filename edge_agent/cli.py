@@ -16,6 +16,9 @@ from rich.table import Table
 
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.detect import DetectionStage
+from edge_agent.devices import decode as decode_payload
+from edge_agent.devices import resolve_characteristic
+from edge_agent.devices import to_json_dict as gatt_json
 from edge_agent.errors import EdgeAgentError
 from edge_agent.filters import FilterError, load_presets, warm_up
 from edge_agent.pipeline import AgentPipeline, PipelineStats
@@ -156,6 +159,37 @@ def run(
         raise _fail(exc) from None
     if stats.frames_left_spooled:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def decode(
+    characteristic: Annotated[
+        str, typer.Argument(help="16-bit UUID in hex (2a37) or a name (heart_rate).")
+    ],
+    payload_hex: Annotated[str, typer.Argument(metavar="HEX", help="The payload bytes in hex.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Decode one GATT payload the way the agent does, for a field engineer."""
+    try:
+        uuid16 = resolve_characteristic(characteristic)
+        payload = bytes.fromhex(payload_hex.replace(" ", "").replace(":", ""))
+        decoded = decode_payload(uuid16, payload)
+    except ValueError:
+        typer.echo(f"error: {payload_hex!r} is not a hex string", err=True)
+        raise typer.Exit(code=2) from None
+    except EdgeAgentError as exc:  # DeviceDecodeError, UnknownCharacteristicError
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    document = gatt_json(decoded)
+    if as_json:
+        typer.echo(json.dumps(document))
+        return
+    table = Table(title=f"0x{uuid16:04X} {type(decoded).__name__}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in document.items():
+        table.add_row(key, "-" if value is None else str(value))
+    _out.print(table)
 
 
 @app.command()

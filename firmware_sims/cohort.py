@@ -8,6 +8,7 @@ from typing import Final
 
 import numpy as np
 
+from edge_agent.devices import quality
 from edge_agent.protocol import by_name
 from edge_agent.sources.base import Reading
 from firmware_sims.events import EventSchedule, GroundTruth
@@ -23,7 +24,7 @@ DEVICE_PLAN: Final = (
     ("thermometer", ("body_temp",), 10.0),
     ("bp-cuff", ("bp_systolic", "bp_diastolic"), 900.0),
 )
-PROBE_OFF_QUALITY: Final = 1  # any quality bit the presets treat as bad (bad_quality_mask)
+PROBE_OFF_QUALITY: Final = quality.PROBE_OFF  # what a pulse oximeter reports with the probe off
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.devices.quality import BAD_QUALITY_MASK
 from edge_agent.errors import ConfigError
 from edge_agent.filters import PresetError, Presets, UnknownMetricError, load_presets
 from edge_agent.filters import flags as fl
@@ -84,7 +85,7 @@ def _shipped_with(tmp_path: Path, old: str, new: str) -> Path:
         ("sentinels = []", "sentinels = 0", "defaults.sentinels", "must be a list"),
         ("[humidity]", "[humidity_pct]", "humidity_pct", "not in the catalogue"),
         ("expected_interval_s = 900.0", "expected_interval_s = nan", "bp_systolic", "nan"),
-        ("bad_quality_mask = 0xFFFF_FFFF", "bad_quality_mask = -1", "defaults.bad", "32-bit"),
+        ("bad_quality_mask = 0x25F8B", "bad_quality_mask = -1", "defaults.bad", "32-bit"),
     ],
 )
 def test_a_bad_preset_names_file_line_key_and_reason(
@@ -141,3 +142,8 @@ def test_flag_bits_are_distinct_single_bits_with_names() -> None:
     assert fl.names(1 << 30) == ("bit30",)
     assert fl.UNUSABLE & fl.SPIKE == 0
     assert fl.ARTIFACT == fl.UNUSABLE | fl.SPIKE
+
+
+def test_shipped_presets_use_the_device_bad_quality_mask() -> None:
+    presets = load_presets(Path(__file__).resolve().parents[4] / "configs" / "filters.toml")
+    assert {presets.get(m).bad_quality_mask for m in presets.metrics} == {BAD_QUALITY_MASK}
