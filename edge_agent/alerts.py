@@ -124,6 +124,8 @@ class AlertEngine:
     _by_metric: dict[str, list[AlertRule]] = field(default_factory=dict)
     _state: dict[tuple[str, str, str], _State] = field(default_factory=dict)
     _silence: dict[tuple[str, str], _Silence] = field(default_factory=dict)
+    # Open technical alerts per (patient, device): checked for every physiological reading.
+    _technical: dict[tuple[str, str], int] = field(default_factory=dict)
     raised_total: int = 0
 
     def __post_init__(self) -> None:
@@ -131,11 +133,14 @@ class AlertEngine:
             self._by_metric.setdefault(rule.metric, []).append(rule)
 
     def _technical_open(self, patient: str, device: str) -> bool:
-        return any(
-            state.alert_id is not None
-            for (p, d, kind), state in self._state.items()
-            if p == patient and d == device and kind in TECHNICAL_KINDS
-        ) or bool((s := self._silence.get((patient, device))) and s.alert_id)
+        if self._technical.get((patient, device)):
+            return True
+        silence = self._silence.get((patient, device))
+        return silence is not None and silence.alert_id is not None
+
+    def _count_technical(self, rule: AlertRule, key: tuple[str, str], change: int) -> None:
+        if rule.category == "technical":
+            self._technical[key] = self._technical.get(key, 0) + change
 
     def _event(
         self, rule: AlertRule, state: _State, key: tuple[str, str], *, ts_ns: int, raised: bool
@@ -213,6 +218,7 @@ class AlertEngine:
             state.alert_id = alert_id(*key, rule.kind, ts_ns)
             state.pending_since_ns = None
             self.raised_total += 1
+            self._count_technical(rule, key, +1)
             return self._event(rule, state, key, ts_ns=ts_ns, raised=True)
         if not rule.cleared(value, flags):
             state.clearing_since_ns = None
@@ -224,6 +230,7 @@ class AlertEngine:
         event = self._event(rule, state, key, ts_ns=ts_ns, raised=False)
         state.alert_id = None
         state.clearing_since_ns = None
+        self._count_technical(rule, key, -1)
         return event
 
     # --- silent devices: no reading for silence_factor x the expected interval ---------------
