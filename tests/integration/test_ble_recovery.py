@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from edge_agent.sources.ble import (
 )
 from firmware_sims.ble.backend import SimulatedRadio
 from firmware_sims.ble.peripherals import HeartRateStrap, simulated_address
+from tests.support.polling import until
 
 # What the agent must subscribe to on every connection: Heart Rate Measurement and Battery Level.
 ARMED = sorted([normalize_uuid_16(0x2A37), normalize_uuid_16(0x2A19)])
@@ -37,17 +37,6 @@ FAST = Backoff(initial_s=0.002, max_s=0.02)
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(30):
-            for _ in itertools.count():
-                if predicate():
-                    return
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what}")
 
 
 def recovered(link: BleLink, n: int) -> Callable[[], bool]:

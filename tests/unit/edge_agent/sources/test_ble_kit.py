@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -28,6 +27,7 @@ from firmware_sims.ble.peripherals import (
     PulseOximeter,
     simulated_address,
 )
+from tests.support.polling import until
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
 SETTINGS = BleSettings(
@@ -57,17 +57,6 @@ def bonded(peripheral: HealthPeripheral, n: int) -> BondedDevice:
         device_kind=peripheral.kind,
         expected_interval_s=peripheral.interval_s,
     )
-
-
-async def until(predicate: Callable[[], object], what: str) -> None:
-    try:
-        async with asyncio.timeout(20):
-            for _ in itertools.count():
-                if predicate():
-                    return
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what}")
 
 
 @pytest.mark.asyncio

@@ -34,6 +34,7 @@ from firmware_sims.ble.backend import (
     SimulatedPeripheral,
     SimulatedRadio,
 )
+from tests.support.polling import until
 
 HRM = normalize_uuid_16(0x2A37)
 BATTERY = normalize_uuid_16(0x2A19)
@@ -136,18 +137,6 @@ async def running(source: BleManager, sink: Sink) -> AsyncIterator[asyncio.Task[
         source.stop()
         async with asyncio.timeout(10):
             await task
-
-
-async def until(predicate: Callable[[], object], what: str) -> None:
-    """Yield until `predicate()` holds; the cap only turns a hang into a failure."""
-    try:
-        async with asyncio.timeout(20):
-            for _ in itertools.count():
-                if predicate():
-                    return
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what}")
 
 
 def recovered(source: BleSource, n: int) -> Callable[[], bool]:
