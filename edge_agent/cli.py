@@ -226,16 +226,6 @@ def replay(
     _out.print(result.summary())
 
 
-def _plain(value: object) -> object:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 @config_app.command("check")
 def config_check(
     config: ConfigOption = Path("configs/agent.toml"),
@@ -257,13 +247,13 @@ def config_check(
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
     effective = {
-        "config": _plain(settings),
+        "config": dataclasses.asdict(settings),
         "checked": {"gateway.secret_file": "32 bytes, mode 0600 (the value is never shown)"},
     }
     if as_json:
-        typer.echo(json.dumps(effective))
+        typer.echo(json.dumps(effective, default=str))  # paths print as text
         return
-    _out.print_json(data=effective)
+    _out.print_json(data=effective, default=str)
     _out.print(f"[green]{config}: valid[/]")
 
 
