@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.config import AgentConfig, SimulationSettings, load_agent_config
 from edge_agent.detect import DetectionStage
 from edge_agent.devices import decode as decode_payload
 from edge_agent.devices import resolve_characteristic
@@ -30,6 +32,9 @@ from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
 from edge_agent.sources.serial import SerialKind, SerialSettings, SerialSource
 from edge_agent.spool import Spool
+
+if TYPE_CHECKING:
+    from firmware_sims.ward import SimulatedWard
 
 _LOGGER = logging.getLogger(__name__)
 BASELINES = "baselines.json"
@@ -61,24 +66,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 async def _run_agent(config: AgentConfig) -> PipelineStats:
-    sources: list[Source] = []
-    ledger = None
-    if config.simulation is not None:
-        # The documented switch to simulated hardware: the simulators live in firmware_sims and
-        # are imported only when a config asks for them.
-        from firmware_sims.fleet import simulated_ward  # noqa: PLC0415 - only when simulating
-
-        sim = config.simulation
-        ward, ledger = simulated_ward(
-            sim.patients,
-            sim.seed,
-            sim.ledger_file,
-            interval_scale=sim.interval_scale,
-            events_per_hour=sim.events_per_hour,
-            scripted_event=sim.scripted_event,
-        )
-        sources.extend(ward)
-    sources.extend(
+    sources: list[Source] = [
         SerialSource(
             device.label,
             device.port,
@@ -88,10 +76,54 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
             settings=SerialSettings(baudrate=device.baudrate),
         )
         for device in config.serial
+    ]
+    async with contextlib.AsyncExitStack() as hardware:
+        quiesce: Callable[[], Awaitable[None]] | None = None
+        if config.simulation is not None:
+            ward = await hardware.enter_async_context(
+                _simulated_hardware(config.simulation, config.gateway.state_dir)
+            )
+            sources.extend(ward.sources())
+            quiesce = ward.quiesce
+        if not sources:
+            msg = f"{config.source_file}: no device sources configured"
+            raise EdgeAgentError(msg)
+        return await _run_pipeline(config, sources, quiesce)
+
+
+@contextlib.asynccontextmanager
+async def _simulated_hardware(
+    simulation: SimulationSettings, state_dir: Path
+) -> AsyncIterator[SimulatedWard]:
+    """The documented switch to simulated hardware (README "Simulated hardware").
+
+    The simulators live in firmware_sims and are imported only when a config asks for them;
+    the agent's BLE and serial sources are the real ones, pointed at a simulated radio and at
+    pseudo-terminals.
+    """
+    from firmware_sims.ledger import Ledger  # noqa: PLC0415 - only when simulating
+    from firmware_sims.ward import SimulatedWard, WardSettings  # noqa: PLC0415
+
+    settings = WardSettings(
+        patients=simulation.patients,
+        seed=simulation.seed,
+        interval_scale=simulation.interval_scale,
+        events_per_hour=simulation.events_per_hour,
+        scripted_event=simulation.scripted_event,
+        implant_receivers=simulation.implant_receivers,
+        bedside_monitors=simulation.bedside_monitors,
     )
-    if not sources:
-        msg = f"{config.source_file}: no device sources configured"
-        raise EdgeAgentError(msg)
+    with Ledger(simulation.ledger_file) as ledger:
+        ward = SimulatedWard(settings, ports_dir=state_dir / "sim-ports", ledger=ledger)
+        async with ward.powered():
+            yield ward
+
+
+async def _run_pipeline(
+    config: AgentConfig,
+    sources: list[Source],
+    quiesce: Callable[[], Awaitable[None]] | None,
+) -> PipelineStats:
     counter = SequenceCounter(config.gateway.state_dir / f"seq-{config.gateway.gateway_id}.json")
     sealer = Sealer(config.master_secret(), config.gateway.gateway_id, counter)
     _LOGGER.info(
@@ -101,9 +133,22 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
         sealer.epoch,
     )
     stop = asyncio.Event()
+    stopping: list[asyncio.Task[None]] = []
+
+    async def quiesce_then_stop() -> None:
+        # Simulated devices stop first, so everything they delivered is read before the
+        # sources stop (the ledger then matches the store exactly).
+        if quiesce is not None:
+            await quiesce()
+        stop.set()
+
+    def on_signal() -> None:
+        if not stopping:
+            stopping.append(loop.create_task(quiesce_then_stop(), name="agent.stop"))
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     detection = None
     if config.filters.enabled:
         try:
@@ -138,8 +183,6 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
             return await pipeline.run(stop)
     finally:
         spool.close()
-        if ledger is not None:
-            ledger.close()
 
 
 @app.command()

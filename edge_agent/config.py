@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import MASTER_SECRET_BYTES
@@ -75,6 +76,10 @@ class SimulationSettings:
     interval_scale: float
     events_per_hour: float
     scripted_event: str | None
+    implant_receivers: int
+    """Patients 1..k also have an implant telemetry receiver on a pseudo-terminal."""
+    bedside_monitors: int
+    """The last k patients also have a legacy bedside monitor on a pseudo-terminal."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,18 +175,27 @@ def _serial(table: Table) -> SerialDeviceSettings:
     return settings
 
 
+# Each simulated patient brings five BLE links and an adapter's worth of tasks: a demo ward, not
+# a load generator.
+MAX_SIMULATED_PATIENTS: Final = 64
+
+
 def _simulation(table: Table | None) -> SimulationSettings | None:
     if table is None:
         return None
+    patients = table.integer("patients", low=1, high=MAX_SIMULATED_PATIENTS)
     settings = SimulationSettings(
-        patients=table.integer("patients", low=1, high=1000),
+        patients=patients,
         seed=table.integer("seed", 1),
         ledger_file=table.path("ledger_file"),
-        interval_scale=table.number("interval_scale", 1.0, low=0.001, high=1000.0),
+        interval_scale=table.number("interval_scale", 1.0, low=0.01, high=1000.0),
         events_per_hour=table.number("events_per_hour", 0.0, low=0.0, high=60.0),
         scripted_event=table.choice("scripted_event", SIMULATED_EVENTS)
         if table.has("scripted_event")
         else None,
+        # At most one of each per patient: a bed has one receiver and one monitor.
+        implant_receivers=table.integer("implant_receivers", 0, low=0, high=patients),
+        bedside_monitors=table.integer("bedside_monitors", 0, low=0, high=patients),
     )
     table.finish()
     return settings

@@ -13,8 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_agent.protocol import by_name
-from firmware_sims.patient import WARD_KIT
+from firmware_sims.ble.peripherals import PERIPHERAL_KINDS
+from firmware_sims.patient import DEVICE_CLOCK_KINDS, WEARABLE_KIT
 from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, stream
+from firmware_sims.vectors import VECTORS_DIR, golden_vectors
+from firmware_sims.ward import SERIAL_INTERVAL_S, SERIAL_METRICS
 
 app = typer.Typer(help="bedside-twin simulators: devices without hardware.", no_args_is_help=True)
 _out = Console()
@@ -25,33 +28,86 @@ def _main() -> None:
     """bedside-twin firmware simulators."""
 
 
+def _model_rows() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for kind, cls in sorted(PERIPHERAL_KINDS.items()):
+        rows.append(
+            {
+                "kind": kind,
+                "transport": "ble",
+                "services": [service.uuid for service in cls.gatt_services()],
+                "metrics": [*cls.reports, "battery"],
+                "units": [by_name(metric).ucum for metric in (*cls.reports, "battery")],
+                "interval_s": cls.default_interval_s,
+                "device_clock": kind in DEVICE_CLOCK_KINDS,
+                "in_ward_kit": any(item.kind == kind for item in WEARABLE_KIT),
+            }
+        )
+    for serial_kind, metrics in SERIAL_METRICS.items():
+        rows.append(
+            {
+                "kind": serial_kind.value,
+                "transport": "serial",
+                "services": [],
+                "metrics": list(metrics),
+                "units": [by_name(metric).ucum for metric in metrics],
+                "interval_s": SERIAL_INTERVAL_S[serial_kind],
+                "device_clock": True,
+                "in_ward_kit": False,
+            }
+        )
+    return rows
+
+
 @app.command("list")
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
 ) -> None:
-    """List the simulated device models every simulated patient wears."""
-    rows = [
-        {
-            "kind": model.kind,
-            "metrics": list(model.metrics),
-            "units": [by_name(metric).ucum for metric in model.metrics],
-            "interval_s": model.interval_s,
-        }
-        for model in WARD_KIT
-    ]
+    """List the simulated device models: BLE wearables and serial devices."""
+    rows = _model_rows()
     if as_json:
         typer.echo(json.dumps(rows))
         return
     table = Table(title="simulated device models")
-    for column in ("kind", "metrics", "units", "interval (s)"):
+    for column in ("kind", "transport", "GATT services", "metrics", "interval (s)", "clock"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             str(row["kind"]),
-            ", ".join(model for model in row["metrics"]),  # type: ignore[attr-defined]
-            ", ".join(row["units"]),  # type: ignore[arg-type]
+            str(row["transport"]),
+            ", ".join(str(uuid) for uuid in row["services"]),  # type: ignore[attr-defined]
+            ", ".join(str(metric) for metric in row["metrics"]),  # type: ignore[attr-defined]
             f"{row['interval_s']:g}",
+            "device" if row["device_clock"] else "gateway",
         )
+    _out.print(table)
+    _out.print(
+        "Every simulated patient wears: "
+        + ", ".join(item.kind for item in WEARABLE_KIT)
+        + "; bed 1 adds the env-sensor, bed 2 the glucose-meter."
+    )
+
+
+@app.command()
+def vectors(
+    kind: Annotated[
+        str, typer.Option(help="gatt, serial or all: which golden vectors to print.")
+    ] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+) -> None:
+    """Print the golden vectors both the agent and the simulators are tested against."""
+    if kind not in ("gatt", "serial", "all"):
+        typer.echo("error: --kind must be gatt, serial or all", err=True)
+        raise typer.Exit(code=2)
+    rows = golden_vectors(include_gatt=kind != "serial", include_serial=kind != "gatt")
+    if as_json:
+        typer.echo(json.dumps([row.as_dict() for row in rows]))
+        return
+    table = Table(title=f"golden vectors ({VECTORS_DIR})")
+    for column in ("format", "vector", "bytes on the wire"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.format, row.name, row.wire)
     _out.print(table)
 
 

@@ -1,27 +1,49 @@
-"""Ground-truth ledger: every reading a simulated device produced, one JSON line each."""
+"""Ground-truth ledger: every reading a simulated device delivered, one JSON line each.
+
+A line is `[patient, metric, device, ts_ns, value, device_clock, device_kind]`. With
+`device_clock` 1 the device put `ts_ns` in its payload, so the stored reading must carry exactly
+that time stamp (its identity, DESIGN §3). With 0 the device has no clock (a heart-rate strap,
+a room sensor): the gateway stamps the reading on receipt, `ts_ns` is when the device sent it,
+and reconciliation pairs such readings in order within each (patient, metric, device) series,
+each received no earlier than sent and within a receipt window.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Final, Self
+
+Identity = tuple[str, str, str, int]
+"""(patient, metric, device, ts_ns): a stored reading's identity."""
+
+RECEIPT_WINDOW_NS: Final = 2_000_000_000
+"""Longest accepted delay from a clockless device's send to the gateway's receipt stamp."""
 
 
 @dataclass(slots=True, frozen=True)
 class LedgerEntry:
-    """A reading's identity (patient, metric, device, ts_ns) and its value (DESIGN §3)."""
+    """A reading's identity (patient, metric, device, ts_ns), its value and who stamped it."""
 
     patient: str
     metric: str
     device: str
     ts_ns: int
     value: float
+    device_clock: bool = True
+    device_kind: str = ""
+    """The simulated model (`firmware-sims list`), for reports; not part of the identity."""
 
     @property
-    def identity(self) -> tuple[str, str, str, int]:
+    def identity(self) -> Identity:
         return (self.patient, self.metric, self.device, self.ts_ns)
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        return (self.patient, self.metric, self.device)
 
 
 class Ledger:
@@ -36,7 +58,15 @@ class Ledger:
     def record(self, entry: LedgerEntry) -> None:
         self._handle.write(
             json.dumps(
-                [entry.patient, entry.metric, entry.device, entry.ts_ns, entry.value],
+                [
+                    entry.patient,
+                    entry.metric,
+                    entry.device,
+                    entry.ts_ns,
+                    entry.value,
+                    int(entry.device_clock),
+                    entry.device_kind,
+                ],
                 separators=(",", ":"),
             )
             + "\n"
@@ -60,12 +90,14 @@ def read_ledger(path: Path) -> list[LedgerEntry]:
     lines = path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         try:
-            patient, metric, device, ts_ns, value = json.loads(line)
+            patient, metric, device, ts_ns, value, device_clock, kind = json.loads(line)
         except ValueError:
             if number == len(lines):
                 break
             raise
-        entries.append(LedgerEntry(patient, metric, device, int(ts_ns), float(value)))
+        entries.append(
+            LedgerEntry(patient, metric, device, int(ts_ns), float(value), bool(device_clock), kind)
+        )
     return entries
 
 
@@ -79,6 +111,8 @@ class Reconciliation:
     missing: int
     extra: int
     value_mismatches: int
+    receipt_stamped: int = 0
+    """Readings of clockless devices, paired in order (see the module docstring)."""
 
     @property
     def exact(self) -> bool:
@@ -88,16 +122,63 @@ class Reconciliation:
 
 
 def reconcile(
-    entries: list[LedgerEntry], stored: Mapping[tuple[str, str, str, int], float]
+    entries: list[LedgerEntry],
+    stored: Mapping[Identity, float],
+    *,
+    receipt_window_ns: int = RECEIPT_WINDOW_NS,
 ) -> Reconciliation:
-    """Compare by identity; values must be equal exactly (floats travel as IEEE-754 doubles)."""
-    expected = {entry.identity: entry.value for entry in entries}
-    missing = sum(1 for identity in expected if identity not in stored)
-    extra = sum(1 for identity in stored if identity not in expected)
-    mismatches = sum(
-        1
-        for identity, value in expected.items()
-        if identity in stored and stored[identity] != value
+    """Ledger against store; values must be equal exactly (floats travel as IEEE-754 doubles).
+
+    Device-stamped readings are matched by identity. What is left of the store is matched
+    against the receipt-stamped readings series by series, in time order: a stored reading
+    stamped before the next expected one was sent is extra, one more than the window after it
+    means the expected one is missing.
+    """
+    expected: dict[Identity, float] = {}
+    by_series: defaultdict[tuple[str, str, str], list[LedgerEntry]] = defaultdict(list)
+    device_stamped = 0
+    for entry in entries:
+        if entry.device_clock:
+            device_stamped += 1
+            expected[entry.identity] = entry.value
+        else:
+            by_series[entry.series].append(entry)
+    leftover = dict(stored)
+    missing = mismatches = 0
+    for identity, value in expected.items():
+        if identity not in leftover:
+            missing += 1
+        elif leftover.pop(identity) != value:
+            mismatches += 1
+    stored_series: defaultdict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for (patient, metric, device, ts_ns), value in leftover.items():
+        stored_series[(patient, metric, device)].append((ts_ns, value))
+    extra = paired = 0
+    for series in by_series.keys() | stored_series.keys():
+        sent = sorted(by_series.get(series, []), key=lambda entry: entry.ts_ns)
+        got = sorted(stored_series.get(series, []))
+        i = j = 0
+        while i < len(sent) and j < len(got):
+            lag_ns = got[j][0] - sent[i].ts_ns
+            if lag_ns < 0:
+                extra += 1
+                j += 1
+            elif lag_ns > receipt_window_ns:
+                missing += 1
+                i += 1
+            else:
+                paired += 1
+                mismatches += got[j][1] != sent[i].value
+                i += 1
+                j += 1
+        missing += len(sent) - i
+        extra += len(got) - j
+    return Reconciliation(
+        generated=len(entries),
+        stored=len(stored),
+        duplicate_identities=device_stamped - len(expected),
+        missing=missing,
+        extra=extra,
+        value_mismatches=mismatches,
+        receipt_stamped=paired,
     )
-    duplicates = len(entries) - len(expected)
-    return Reconciliation(len(entries), len(stored), duplicates, missing, extra, mismatches)

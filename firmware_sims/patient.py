@@ -1,40 +1,42 @@
-"""A simulated patient with a set of bedside devices, served to the agent as a Source."""
+"""A simulated patient: pseudonymous tokens, clinical events, and the BLE wearables at the bed."""
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import time
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
-from edge_agent.protocol import by_name
-from edge_agent.sources.base import Emit, Reading
+from firmware_sims.ble.peripherals import PERIPHERAL_KINDS, HealthPeripheral, simulated_address
 from firmware_sims.events import EventSchedule
-from firmware_sims.ledger import Ledger, LedgerEntry
-from firmware_sims.physiology import MODELS, VitalGenerator, quantise
 
 
 @dataclass(slots=True, frozen=True)
-class DeviceModel:
-    """A simulated device: which vitals it reports and how often."""
+class KitItem:
+    """One simulated device model at the bedside, and how often it measures."""
 
     kind: str
-    metrics: tuple[str, ...]
     interval_s: float
 
 
-# The ward kit every simulated patient wears. Blood pressure is a periodic cuff; its mean arterial
-# pressure is derived from the same cycle's systolic and diastolic values, as cuffs do.
-WARD_KIT: Final[tuple[DeviceModel, ...]] = (
-    DeviceModel("hr-strap", ("heart_rate",), 1.0),
-    DeviceModel("pulse-oximeter", ("spo2",), 1.0),
-    DeviceModel("resp-patch", ("resp_rate",), 4.0),
-    DeviceModel("thermometer", ("body_temp",), 10.0),
-    DeviceModel("bp-cuff", ("bp_systolic", "bp_diastolic", "bp_mean"), 15.0),
+# What every simulated patient wears: heart rate and respiration from a chest patch, SpO2 and
+# pulse rate from a finger oximeter, a thermometer and a periodic blood-pressure cuff.
+WEARABLE_KIT: Final[tuple[KitItem, ...]] = (
+    KitItem("chest-patch", 1.0),
+    KitItem("pulse-oximeter", 1.0),
+    KitItem("thermometer", 10.0),
+    KitItem("bp-cuff", 15.0),
 )
+# Extras by bed: the room's environmental sensor at bed 1, a glucose meter at bed 2. With the four
+# wearables that is five links per bed, the most one adapter holds (BleSettings.max_links).
+BED_EXTRAS: Final[dict[int, tuple[KitItem, ...]]] = {
+    1: (KitItem("env-sensor", 30.0),),
+    2: (KitItem("glucose-meter", 60.0),),
+}
+# Devices that stamp readings with their own clock, in whole seconds: they never measure more
+# often than once a second, whatever the interval scale, so two readings never share a stamp.
+DEVICE_CLOCK_KINDS: Final = frozenset({"thermometer", "bp-cuff", "glucose-meter"})
+_MIN_CLOCKED_INTERVAL_S: Final = 1.0
 
 
 def mint_token(rng: np.random.Generator) -> str:
@@ -42,97 +44,47 @@ def mint_token(rng: np.random.Generator) -> str:
     return bytes(rng.integers(0, 256, size=16, dtype=np.uint8)).hex()
 
 
-@dataclass(slots=True)
-class _Device:
-    model: DeviceModel
-    token: str
-    generators: dict[str, VitalGenerator]
-    last_ts_ns: int = 0
+def kit_for(index: int) -> tuple[KitItem, ...]:
+    """The devices at bed `index` (1-based)."""
+    return WEARABLE_KIT + BED_EXTRAS.get(index, ())
+
+
+@dataclass(slots=True, frozen=True)
+class BedsideDevice:
+    """A simulated peripheral and the pseudonym the gateway stores its readings under."""
+
+    peripheral: HealthPeripheral
+    device_token: str
 
 
 class SimulatedPatient:
-    """Implements the agent's Source protocol: emits each device's readings on its schedule."""
+    """Patient `index` of a seeded ward: tokens, events and BLE peripherals (not yet on a radio).
+
+    Every device of the patient follows the same event schedule, so an injected fever shows on
+    the thermometer and a desaturation on the oximeter, as they would on the ward.
+    """
 
     def __init__(
         self,
         index: int,
         seed: int,
-        ledger: Ledger | None,
+        *,
         interval_scale: float = 1.0,
         schedule: EventSchedule | None = None,
     ) -> None:
         rng = np.random.default_rng([seed, index])
-        self.schedule = schedule or EventSchedule.none()
         self.index = index
+        self.schedule = schedule or EventSchedule.none()
         self.patient_token = mint_token(rng)
-        self._ledger = ledger
-        self._interval_scale = interval_scale
-        self._stopped = asyncio.Event()
-        self.devices: list[_Device] = []
-        for model in WARD_KIT:
-            generators = {
-                metric: VitalGenerator(MODELS[metric], rng)
-                for metric in model.metrics
-                if metric in MODELS
-            }
-            self.devices.append(_Device(model, mint_token(rng), generators))
-        self.readings_emitted = 0
-
-    @property
-    def name(self) -> str:
-        return f"sim-patient-{self.index:02d}"
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def _measure(self, device: _Device, ts_ns: int) -> dict[str, float]:
-        t_s = ts_ns / 1e9
-        values = {
-            metric: quantise(gen.model, self.schedule.apply(metric, t_s, gen.sample(t_s)))
-            for metric, gen in device.generators.items()
-        }
-        if "bp_mean" in device.model.metrics:
-            systolic, diastolic = values["bp_systolic"], values["bp_diastolic"]
-            values["bp_mean"] = float(round(diastolic + (systolic - diastolic) / 3.0))
-        return values
-
-    async def _emit_device(self, device: _Device, emit: Emit) -> None:
-        # Strictly increasing per device: a reading's identity includes its timestamp.
-        ts_ns = max(time.time_ns(), device.last_ts_ns + 1)
-        device.last_ts_ns = ts_ns
-        for metric, value in self._measure(device, ts_ns).items():
-            reading = Reading(
-                device_token=device.token,
-                patient_token=self.patient_token,
-                device_kind=device.model.kind,
-                metric_code=by_name(metric).code,
-                ts_ns=ts_ns,
-                value=value,
+        self.devices: list[BedsideDevice] = []
+        for number, item in enumerate(kit_for(index), start=1):
+            interval_s = item.interval_s * interval_scale
+            if item.kind in DEVICE_CLOCK_KINDS:
+                interval_s = max(_MIN_CLOCKED_INTERVAL_S, interval_s)
+            peripheral = PERIPHERAL_KINDS[item.kind](
+                simulated_address(index, number),
+                seed=seed,
+                interval_s=interval_s,
+                schedule=self.schedule,
             )
-            if self._ledger is not None:
-                self._ledger.record(
-                    LedgerEntry(self.patient_token, metric, device.token, ts_ns, value)
-                )
-            await emit(reading)
-            self.readings_emitted += 1
-
-    async def run(self, emit: Emit) -> None:
-        start = time.monotonic()
-        # Stagger devices so patients do not all fire in the same millisecond.
-        schedule = [
-            (start + (self.index * 0.037 + n * 0.011) % 1.0, n) for n in range(len(self.devices))
-        ]
-        heapq.heapify(schedule)
-        while not self._stopped.is_set():
-            due, n = heapq.heappop(schedule)
-            wait_s = due - time.monotonic()
-            if wait_s > 0:
-                try:
-                    await asyncio.wait_for(self._stopped.wait(), wait_s)
-                except TimeoutError:
-                    pass
-                else:
-                    return
-            device = self.devices[n]
-            await self._emit_device(device, emit)
-            heapq.heappush(schedule, (due + device.model.interval_s * self._interval_scale, n))
+            self.devices.append(BedsideDevice(peripheral, mint_token(rng)))

@@ -111,6 +111,8 @@ max_age_ms = {batch_max_age_ms}
         drain_timeout_s: float = 30.0,
         scripted_event: str | None = None,
         serial: tuple[SerialDevice, ...] = (),
+        implant_receivers: int = 0,
+        bedside_monitors: int = 0,
     ) -> GatewayRun:
         """Mint the gateway's master secret (both sides get a 0600 copy) and write its config."""
         folder = self.root / gateway_id
@@ -143,6 +145,8 @@ patients = {patients}
 seed = {seed}
 ledger_file = "ledger.jsonl"
 interval_scale = {interval_scale}
+implant_receivers = {implant_receivers}
+bedside_monitors = {bedside_monitors}
 {f'scripted_event = "{scripted_event}"' if scripted_event else ""}
 {"".join(device.toml() for device in serial)}
 """,

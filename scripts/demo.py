@@ -15,7 +15,8 @@ from rich.table import Table
 from cloud_sink.clinical import record_observation, ward, ward_table
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals, wait_for_vitals
-from firmware_sims.ledger import read_ledger, reconcile
+from edge_agent.config import MAX_SIMULATED_PATIENTS
+from firmware_sims.ledger import LedgerEntry, read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 from firmware_sims.stack import LocalStack
 
@@ -33,8 +34,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.duration > 0:
         parser.error("--duration must be positive")
-    if not 1 <= args.patients <= 500:
-        parser.error("--patients must be between 1 and 500")
+    if not 1 <= args.patients <= MAX_SIMULATED_PATIENTS:
+        parser.error(f"--patients must be between 1 and {MAX_SIMULATED_PATIENTS}")
     return args
 
 
@@ -70,6 +71,19 @@ def _alerts(console: Console, influx: InfluxV1) -> dict[str, int]:
     return counts
 
 
+def _readings_by_path(entries: list[LedgerEntry]) -> dict[str, int]:
+    """How many readings each device path delivered: BLE, implant receiver, bedside monitor."""
+    paths = {"ble": 0, "implant": 0, "monitor": 0}
+    for entry in entries:
+        if entry.device_kind == "implant-receiver":
+            paths["implant"] += 1
+        elif entry.device_kind == "bedside-monitor":
+            paths["monitor"] += 1
+        else:
+            paths["ble"] += 1
+    return paths
+
+
 def run(args: argparse.Namespace, root: Path) -> int:
     console = Console(stderr=args.json)
     with (
@@ -78,9 +92,19 @@ def run(args: argparse.Namespace, root: Path) -> int:
     ):
         stack = LocalStack(root, broker, db)
         stack.write_sink_config()
-        # Patient 1 has a fever episode under way at start that resolves within ~10 s, so the
-        # bedside alert is raised and cleared even in a short run.
-        gateway = stack.add_gateway(GATEWAY_ID, args.patients, args.seed, scripted_event="fever")
+        # Patient 1 has a fever episode from 1 s to 11 s after start and the devices run at
+        # half their ward intervals, so the bedside alert is raised and cleared even in a short
+        # run. Every patient wears BLE devices (a simulated radio behind bleak); bed 1 also has
+        # an implant receiver and the last bed a bedside monitor, both on pseudo-terminals.
+        gateway = stack.add_gateway(
+            GATEWAY_ID,
+            args.patients,
+            args.seed,
+            interval_scale=0.5,
+            scripted_event="fever",
+            implant_receivers=1,
+            bedside_monitors=1,
+        )
         influx = InfluxV1(db.url, stack.database)
         try:
             console.print(f"mosquitto on :{broker.port}, influxdb on :{db.port}; starting sink")
@@ -105,12 +129,14 @@ def run(args: argparse.Namespace, root: Path) -> int:
         finally:
             stack.stop_all()
             influx.close()
-    ok = result.exact and result.generated > 0 and agent_rc == 0 and sink_rc == 0
+    paths = _readings_by_path(entries)
+    ok = result.exact and all(paths.values()) and agent_rc == 0 and sink_rc == 0
     summary = {
         "patients": args.patients,
         "duration_s": args.duration,
         "readings_generated": result.generated,
         "readings_stored": result.stored,
+        "readings_by_path": paths,
         "stored_equals_generated": result.exact and result.stored == result.generated,
         "missing": result.missing,
         "extra": result.extra,
@@ -122,6 +148,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
         "ok": ok,
     }
     verdict = "[green]nothing lost, nothing doubled[/]" if ok else "[bold red]MISMATCH[/]"
+    console.print(
+        f"readings by path: BLE {paths['ble']}, implant receiver {paths['implant']}, "
+        f"bedside monitor {paths['monitor']}"
+    )
     console.print(
         f"generated {result.generated} readings, stored {result.stored}: {verdict}"
         f" (missing {result.missing}, extra {result.extra}, "

@@ -116,6 +116,7 @@ RACP_FILTER_SEQUENCE_NUMBER: Final = 0x01
 RACP_SUCCESS: Final = 0x01
 RACP_NO_RECORDS_FOUND: Final = 0x06
 _RACP_RESPONSE_BYTES: Final = 4
+RR_INTERVAL: Final = "rr_interval"
 _RECORD_WINDOW: Final = 4096
 _GLUCOSE_SEQUENCE_MODULUS: Final = 1 << 16
 
@@ -354,6 +355,26 @@ def decode_characteristic(uuid: str, payload: bytes) -> Sequence[DecodedValue]:
         DecodedValue(metric, value, quality, device_ts_ns, record_seq)
         for metric, value, quality in gatt.to_readings(decoded)
     ]
+
+
+def value_times(values: Sequence[DecodedValue], rx_ts_ns: int) -> list[int]:
+    """Each value's time stamp: the device's own when it sent one, else the receipt time.
+
+    RR intervals are the exception: one notification may carry several, oldest first (Heart
+    Rate Service v1.0 §3.1.1.5), and each belongs to the beat that ended it. The newest ends at
+    the notification; each earlier one ends where the intervals after it began. Without this,
+    every interval of a notification would share one time stamp and so one stored identity.
+    """
+    stamps = [
+        value.device_ts_ns if value.device_ts_ns is not None else rx_ts_ns for value in values
+    ]
+    later_s = 0.0
+    for index in range(len(values) - 1, -1, -1):
+        value = values[index]
+        if value.metric == RR_INTERVAL and value.device_ts_ns is None:
+            stamps[index] = rx_ts_ns - round(later_s * 1e9)
+            later_s += value.value
+    return stamps
 
 
 def _device_string(uuid: str, raw: bytes) -> str:
@@ -797,17 +818,18 @@ class BleLink:
     def _readings(self, item: _Notified) -> list[Reading]:
         try:
             values = self._decoder(item.uuid, item.payload)
+            stamps = value_times(values, item.rx_ts_ns)
             readings = [
                 Reading(
                     device_token=self.device.device_token,
                     patient_token=self.device.patient_token,
                     device_kind=self.device.device_kind,
                     metric_code=by_name(value.metric).code,
-                    ts_ns=value.device_ts_ns if value.device_ts_ns is not None else item.rx_ts_ns,
+                    ts_ns=ts_ns,
                     value=value.value,
                     quality=value.quality,
                 )
-                for value in values
+                for value, ts_ns in zip(values, stamps, strict=True)
             ]
         except (EdgeAgentError, CatalogueError) as exc:
             self.counters.decode_errors += 1

@@ -216,14 +216,21 @@ class SimulatedPeripheral:
         link = self._link
         return link is not None and normalize_uuid_str(uuid) in link.subscriptions
 
-    def notify(self, uuid: str, payload: bytes) -> bool:
-        """Send a notification/indication; True when it went on air to a subscribed central."""
+    def notify(
+        self, uuid: str, payload: bytes, *, on_delivered: Callable[[], None] | None = None
+    ) -> bool:
+        """Send a notification/indication; True when it went on air to a subscribed central.
+
+        `on_delivered` runs once the value reached the central's callback intact (not when the
+        link went down in between, and not when a scripted garbage payload replaced it): the
+        simulators' ground-truth ledger records exactly what a central received.
+        """
         full = normalize_uuid_str(uuid)
         link = self._link
         if link is None or full not in link.subscriptions or self._silenced:
             self.notifications_lost += 1
             return False
-        value = self._next_payload(payload)
+        value, replaced = self._next_payload(payload)
         if len(value) > MAX_NOTIFY_PAYLOAD_BYTES:
             msg = (
                 f"{self.local_name}: {len(value)}-byte value for {full} exceeds the "
@@ -232,18 +239,23 @@ class SimulatedPeripheral:
             raise ValueError(msg)
         self.notifications_sent += 1
         link.record.notifications_delivered += 1
-        asyncio.get_running_loop().call_soon(self._deliver, link, full, value)
+        asyncio.get_running_loop().call_soon(
+            self._deliver, link, full, value, None if replaced else on_delivered
+        )
         return True
 
-    def _next_payload(self, payload: bytes) -> bytes:
+    def _next_payload(self, payload: bytes) -> tuple[bytes, bool]:
+        """The value to put on air, and whether a scripted garbage payload replaced it."""
         if not self._garbage:
-            return bytes(payload)
+            return bytes(payload), False
         scripted = self._garbage.pop(0)
         if scripted is not None:
-            return scripted
-        return bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(21)))
+            return scripted, True
+        return bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(21))), True
 
-    def _deliver(self, link: _Link, uuid: str, value: bytes) -> None:
+    def _deliver(
+        self, link: _Link, uuid: str, value: bytes, on_delivered: Callable[[], None] | None
+    ) -> None:
         # Queued through the loop, as an OS stack delivers: a value sent before a link drop can
         # never arrive on the next connection.
         if self._link is not link:
@@ -251,6 +263,8 @@ class SimulatedPeripheral:
         callback = link.subscriptions.get(uuid)
         if callback is not None:
             callback(bytearray(value))
+            if on_delivered is not None:
+                on_delivered()
 
     # --- scripted faults --------------------------------------------------------------------------
 

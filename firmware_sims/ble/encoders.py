@@ -4,7 +4,7 @@ Deliberately independent of the agent's decoders (DESIGN §2): nothing here impo
 `edge_agent.devices`, and the medical floats are built another way (decimal quantisation and
 literal special patterns here, bit fields and computed specials there), so a misreading of a
 specification on one side shows up as a disagreement with the golden vectors in
-`tests/vectors/gatt/`.
+`firmware_sims/vectors/gatt/`.
 
 Samples take values in the units the simulated physiology uses (degrees Celsius, mmHg, mg/dL,
 seconds) and convert to the unit the simulated device puts on the wire. Every payload fits one

@@ -33,14 +33,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 import numpy as np
 from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak.uuids import normalize_uuid_16, normalize_uuid_str
 
+from edge_agent.protocol import by_name
 from firmware_sims.ble.backend import CharacteristicDef, ServiceDef, SimulatedPeripheral
 from firmware_sims.ble.encoders import (
     BatteryLevelSample,
@@ -56,6 +59,7 @@ from firmware_sims.ble.encoders import (
     TemperatureSample,
     max_rr_intervals,
 )
+from firmware_sims.events import EventSchedule
 from firmware_sims.physiology import MODELS, VitalGenerator, VitalModel
 
 # --- UUIDs (Bluetooth SIG Assigned Numbers §3.4 services, §3.8 characteristics) -----------------
@@ -121,6 +125,8 @@ RACP_OPERAND_NOT_SUPPORTED: Final = 0x09
 _SEQUENCE_MODULUS: Final = 1 << 16
 _PLX_SENSOR_DISCONNECTED: Final = 1 << 15
 _RACP_FULL_UUID: Final = normalize_uuid_16(0x2A52)
+_BATTERY_FULL_UUID: Final = normalize_uuid_16(0x2A19)
+_RR_UNITS_PER_S: Final = 1024
 
 # Vitals the shared physiology does not model, for the peripherals that report them: an
 # oximeter's own pulse rate (like heart rate), an inpatient's capillary glucose, a room's climate.
@@ -133,6 +139,9 @@ EXTRA_MODELS: Final[dict[str, VitalModel]] = {
         VitalModel("humidity", 45.0, 5.0, 4.0, 6.0, 2.0, 1800.0, 0.5, 0.5, 25.0, 70.0),
     )
 }
+
+# Events are defined on the vitals a patient has; an oximeter's pulse rate follows the heart rate.
+_EVENT_METRIC: Final = {"pulse_rate": "heart_rate"}
 
 _MANUFACTURER: Final = "bedside-twin sims"
 _FIRMWARE: Final = "1.0.0"
@@ -148,6 +157,30 @@ class TruthValue:
     ts_ns: int
 
 
+@dataclass(slots=True, frozen=True)
+class SentValue:
+    """A value that reached a central, as the wire carries it (the ledger's view).
+
+    `device_clock` says whether the payload carried the device's own time stamp (`ts_ns`, UTC);
+    otherwise the central stamps the value on receipt and `ts_ns` is when the device sent it.
+    """
+
+    metric: str
+    value: float
+    ts_ns: int
+    device_clock: bool
+
+
+def on_wire(metric: str, value: float, exponent: int) -> float:
+    """`value` as a device sends it: clipped to the catalogue's plausible range and rounded
+    half-even to 10**exponent in decimal, exactly as the encoders quantise (so a decoder's
+    exact conversion gives back this very float)."""
+    entry = by_name(metric)
+    clipped = min(entry.plausible_max, max(entry.plausible_min, value))
+    step = Decimal(1).scaleb(exponent)
+    return float(Decimal(repr(clipped)).quantize(step, rounding=ROUND_HALF_EVEN))
+
+
 def encode_vendor_respiration(rate_per_min: int | None, *, contact: bool, motion: bool) -> bytes:
     """The chest patch's 2-octet respiration value (layout in this module's docstring)."""
     rate = _VENDOR_NO_VALUE if rate_per_min is None or not contact else rate_per_min
@@ -156,6 +189,20 @@ def encode_vendor_respiration(rate_per_min: int | None, *, contact: bool, motion
         raise ValueError(msg)
     status = (_VENDOR_CONTACT if contact else 0) | (_VENDOR_MOTION if motion else 0)
     return bytes((rate, status))
+
+
+def rr_sent_values(rr_intervals_s: Sequence[float], ts_ns: int) -> list[SentValue]:
+    """RR intervals as a central stores them: each at the beat that ended it, the last one at
+    the notification (Heart Rate Service v1.0 §3.1.1.5 lists them oldest first)."""
+    # The wire carries 1/1024 s units (GSS "Heart Rate Measurement", RR-Interval field).
+    wire_s = [round(rr_s * _RR_UNITS_PER_S) / _RR_UNITS_PER_S for rr_s in rr_intervals_s]
+    out: list[SentValue] = []
+    later_s = 0.0
+    for value_s in reversed(wire_s):
+        out.append(SentValue("rr_interval", value_s, ts_ns - round(later_s * 1e9), False))
+        later_s += value_s
+    out.reverse()
+    return out
 
 
 def simulated_address(patient: int, device: int) -> str:
@@ -196,6 +243,8 @@ class HealthPeripheral(SimulatedPeripheral):
 
     kind: str = "ble-device"
     model_number: str = "SIM"
+    reports: tuple[str, ...] = ()
+    """Catalogue metrics of its measurements (battery level is reported by every model)."""
     default_interval_s: float = 1.0
     primary_service: str = HEART_RATE_SERVICE
 
@@ -211,6 +260,7 @@ class HealthPeripheral(SimulatedPeripheral):
         seed: int = 0,
         interval_s: float | None = None,
         rssi_dbm: int = -60,
+        schedule: EventSchedule | None = None,
     ) -> None:
         super().__init__(
             address,
@@ -224,7 +274,11 @@ class HealthPeripheral(SimulatedPeripheral):
         self.rng = _rng(seed, address)
         self.generators: dict[str, VitalGenerator] = {}
         self.truth: deque[TruthValue] = deque(maxlen=_MAX_TRUTH)
+        self.schedule = schedule
+        # Hears every value that reached a central intact (the simulated ward's ledger).
+        self.on_sent: Callable[[SentValue], None] | None = None
         self.battery_pct = 100.0
+        self.halted = False
         serial = f"SN{int(self.rng.integers(10**9, 10**10))}"
         for uuid, text in (
             (MANUFACTURER_NAME, _MANUFACTURER),
@@ -246,17 +300,48 @@ class HealthPeripheral(SimulatedPeripheral):
             self.generators[metric] = VitalGenerator(model, self.rng)
         return self.generators[metric]
 
-    def sample(self, metric: str, ts_ns: int) -> float:
-        value = self.generator(metric).sample(ts_ns / 1e9)
+    def measured(self, metric: str, ts_ns: int, exponent: int = 0) -> float:
+        """The patient's value at `ts_ns`, events included, quantised as the wire carries it."""
+        t_s = ts_ns / 1e9
+        value = self.generator(metric).sample(t_s)
+        if self.schedule is not None:
+            value = self.schedule.apply(_EVENT_METRIC.get(metric, metric), t_s, value)
+        return on_wire(metric, value, exponent)
+
+    def sample(self, metric: str, ts_ns: int, exponent: int = 0) -> float:
+        """`measured`, kept in the truth log."""
+        value = self.measured(metric, ts_ns, exponent)
         self.truth.append(TruthValue(metric, value, ts_ns))
+        return value
+
+    def send(self, uuid: str, payload: bytes, sent: Sequence[SentValue]) -> bool:
+        """Notify `payload`; `on_sent` hears of `sent` once the central received it intact."""
+        return self.notify(uuid, payload, on_delivered=lambda: self.report(sent))
+
+    def report(self, sent: Sequence[SentValue]) -> None:
+        if self.on_sent is not None:
+            for value in sent:
+                self.on_sent(value)
+
+    def read_value(self, uuid: str) -> bytes:
+        value = super().read_value(uuid)
+        if normalize_uuid_str(uuid) == _BATTERY_FULL_UUID:
+            # A read answers synchronously: the central holds the level from now on.
+            self.report([SentValue("battery", float(value[0]), time.time_ns(), False)])
         return value
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            if self.halted:
+                return
             # Stamped once, at acquisition, in UTC (STYLE "Time").
             self.measure(time.time_ns())
             self._drain_battery()
+
+    def halt(self) -> None:
+        """Stop measuring (the link stays up): a run ends with nothing left in flight."""
+        self.halted = True
 
     def measure(self, ts_ns: int) -> None:
         """Take one measurement cycle at `ts_ns` and notify it; subclasses implement."""
@@ -266,10 +351,11 @@ class HealthPeripheral(SimulatedPeripheral):
         # About 0.01 % per cycle: a strap lasts days, and the level visibly moves in a demo.
         before = int(self.battery_pct)
         self.battery_pct = max(0.0, self.battery_pct - 0.01)
-        if int(self.battery_pct) != before:
-            payload = BatteryLevelSample(int(self.battery_pct)).encode()
+        level = int(self.battery_pct)
+        if level != before:
+            payload = BatteryLevelSample(level).encode()
             self.set_value(BATTERY_LEVEL, payload)
-            self.notify(BATTERY_LEVEL, payload)
+            self.send(BATTERY_LEVEL, payload, [SentValue("battery", level, time.time_ns(), False)])
 
 
 class HeartRateStrap(HealthPeripheral):
@@ -277,6 +363,7 @@ class HeartRateStrap(HealthPeripheral):
 
     kind = "hr-strap"
     model_number = "SIM-HRS-1"
+    reports: tuple[str, ...] = ("heart_rate", "rr_interval", "energy_expended")
 
     @classmethod
     def gatt_services(cls) -> list[ServiceDef]:
@@ -303,13 +390,18 @@ class HeartRateStrap(HealthPeripheral):
         beats = max(1, round(bpm * self.interval_s / 60.0))
         # As many RR intervals as beats in the cycle, up to what fits one notification.
         room = max_rr_intervals(uint16_format=bpm > 0xFF, energy=True)
+        rr_intervals_s = (60.0 / bpm,) * min(beats, room)
+        energy_kj = min(0xFFFF, int(self.energy_kj))
         sample = HeartRateSample(
             heart_rate_bpm=bpm,
             sensor_contact="detected" if self.contact else "not_detected",
-            energy_expended_kj=min(0xFFFF, int(self.energy_kj)),
-            rr_intervals_s=(60.0 / bpm,) * min(beats, room),
+            energy_expended_kj=energy_kj,
+            rr_intervals_s=rr_intervals_s,
         )
-        self.notify(HEART_RATE_MEASUREMENT, sample.encode())
+        sent = [SentValue("heart_rate", bpm, ts_ns, False)]
+        sent += rr_sent_values(rr_intervals_s, ts_ns)
+        sent.append(SentValue("energy_expended", energy_kj, ts_ns, False))
+        self.send(HEART_RATE_MEASUREMENT, sample.encode(), sent)
 
 
 class PulseOximeter(HealthPeripheral):
@@ -317,6 +409,7 @@ class PulseOximeter(HealthPeripheral):
 
     kind = "pulse-oximeter"
     model_number = "SIM-PLX-1"
+    reports = ("spo2", "pulse_rate")
     primary_service = PULSE_OXIMETER_SERVICE
     spot_check_every = 30
 
@@ -346,20 +439,31 @@ class PulseOximeter(HealthPeripheral):
         spot = self.cycles % self.spot_check_every == 0
         # A spot-check carries the device's time stamp, so its truth is kept at device time.
         at_ns = _whole_seconds(ts_ns) if spot else ts_ns
-        spo2: float | Special = self.sample("spo2", at_ns)
-        pulse: float | Special = self.sample("pulse_rate", at_ns)
+        spo2_pct = self.sample("spo2", at_ns)
+        pulse_bpm = self.sample("pulse_rate", at_ns)
+        spo2: float | Special = spo2_pct
+        pulse: float | Special = pulse_bpm
         status = None
         if self.probe_off:
             # Pulse Oximeter Service v1.0.1 §3.1-3.2: Device and Sensor Status bit 15 "sensor
             # disconnected"; the values themselves are the SFLOAT NaN (IEEE 11073-20601 F.8).
             spo2, pulse, status = Special.NAN, Special.NAN, _PLX_SENSOR_DISCONNECTED
+
+        def sent(stamp_ns: int, *, device_clock: bool) -> list[SentValue]:
+            if self.probe_off:
+                return []
+            return [
+                SentValue("spo2", spo2_pct, stamp_ns, device_clock),
+                SentValue("pulse_rate", pulse_bpm, stamp_ns, device_clock),
+            ]
+
         continuous = PlxContinuousSample(spo2, pulse, device_sensor_status=status)
-        self.notify(PLX_CONTINUOUS, continuous.encode())
+        self.send(PLX_CONTINUOUS, continuous.encode(), sent(ts_ns, device_clock=False))
         if spot:
             spot_check = PlxSpotCheckSample(
                 spo2, pulse, timestamp=_device_time(ts_ns), device_sensor_status=status
             )
-            self.notify(PLX_SPOT_CHECK, spot_check.encode())
+            self.send(PLX_SPOT_CHECK, spot_check.encode(), sent(at_ns, device_clock=True))
 
 
 class Thermometer(HealthPeripheral):
@@ -367,6 +471,7 @@ class Thermometer(HealthPeripheral):
 
     kind = "thermometer"
     model_number = "SIM-HTS-1"
+    reports = ("body_temp",)
     default_interval_s = 10.0
     primary_service = HEALTH_THERMOMETER_SERVICE
 
@@ -388,9 +493,12 @@ class Thermometer(HealthPeripheral):
         self.set_value(TEMPERATURE_TYPE, bytes((TEMPERATURE_TYPE_BODY,)))
 
     def measure(self, ts_ns: int) -> None:
-        temp_c = self.sample("body_temp", _whole_seconds(ts_ns))
+        at_ns = _whole_seconds(ts_ns)
+        # 0.1 degC steps: TemperatureSample's default FLOAT exponent.
+        temp_c = self.sample("body_temp", at_ns, exponent=-1)
         sample = TemperatureSample(temp_c, timestamp=_device_time(ts_ns))
-        self.notify(TEMPERATURE_MEASUREMENT, sample.encode())
+        sent = [SentValue("body_temp", temp_c, at_ns, True)]
+        self.send(TEMPERATURE_MEASUREMENT, sample.encode(), sent)
 
 
 class BloodPressureCuff(HealthPeripheral):
@@ -398,6 +506,7 @@ class BloodPressureCuff(HealthPeripheral):
 
     kind = "bp-cuff"
     model_number = "SIM-BPS-1"
+    reports = ("bp_systolic", "bp_diastolic", "bp_mean", "pulse_rate")
     default_interval_s = 15.0
     primary_service = BLOOD_PRESSURE_SERVICE
 
@@ -419,18 +528,19 @@ class BloodPressureCuff(HealthPeripheral):
 
     def measure(self, ts_ns: int) -> None:
         at_ns = _whole_seconds(ts_ns)
-        systolic = self.generator("bp_systolic").sample(at_ns / 1e9)
+        systolic = self.measured("bp_systolic", at_ns)
         # A cuff never reports a diastolic at or above the systolic of the same cycle.
-        diastolic = min(systolic - 10.0, self.generator("bp_diastolic").sample(at_ns / 1e9))
+        diastolic = min(systolic - 10.0, self.measured("bp_diastolic", at_ns))
         # MAP from the same cycle: diastolic plus a third of the pulse pressure.
         mean = float(round(diastolic + (systolic - diastolic) / 3.0))
-        pulse = self.generator("pulse_rate").sample(at_ns / 1e9)
-        for metric, value in (
+        pulse = self.measured("pulse_rate", at_ns)
+        values = (
             ("bp_systolic", systolic),
             ("bp_diastolic", diastolic),
             ("bp_mean", mean),
             ("pulse_rate", pulse),
-        ):
+        )
+        for metric, value in values:
             self.truth.append(TruthValue(metric, value, at_ns))
         sample = BloodPressureSample(
             systolic,
@@ -440,7 +550,8 @@ class BloodPressureCuff(HealthPeripheral):
             pulse_rate_bpm=pulse,
             measurement_status=0,
         )
-        self.notify(BLOOD_PRESSURE_MEASUREMENT, sample.encode())
+        sent = [SentValue(metric, value, at_ns, True) for metric, value in values]
+        self.send(BLOOD_PRESSURE_MEASUREMENT, sample.encode(), sent)
 
 
 @dataclass(slots=True, frozen=True)
@@ -462,6 +573,7 @@ class GlucoseMeter(HealthPeripheral):
 
     kind = "glucose-meter"
     model_number = "SIM-GLS-1"
+    reports = ("glucose",)
     default_interval_s = 300.0
     primary_service = GLUCOSE_SERVICE
     capacity = 500
@@ -486,13 +598,24 @@ class GlucoseMeter(HealthPeripheral):
         self.records: deque[GlucoseRecord] = deque(maxlen=self.capacity)
         self.next_sequence = self.first_sequence % _SEQUENCE_MODULUS
         self.racp_requests: list[bytes] = []
+        self.records_received: set[int] = set()
 
     def measure(self, ts_ns: int) -> None:
         at_ns = _whole_seconds(ts_ns)
+        # 1 mg/dL steps: GlucoseSample's default kg/L exponent (-5).
         record = GlucoseRecord(self.next_sequence, at_ns, self.sample("glucose", at_ns))
         self.next_sequence = (self.next_sequence + 1) % _SEQUENCE_MODULUS
         self.records.append(record)
-        self.notify(GLUCOSE_MEASUREMENT, self._encode(record))
+        self._notify_record(record)
+
+    def _notify_record(self, record: GlucoseRecord) -> None:
+        def received() -> None:
+            # A record sent live and again on request is one reading: reported the first time.
+            if record.sequence_number not in self.records_received:
+                self.records_received.add(record.sequence_number)
+                self.report([SentValue("glucose", record.glucose_mg_dl, record.ts_ns, True)])
+
+        self.notify(GLUCOSE_MEASUREMENT, self._encode(record), on_delivered=received)
 
     def _encode(self, record: GlucoseRecord) -> bytes:
         sample = GlucoseSample(
@@ -513,7 +636,7 @@ class GlucoseMeter(HealthPeripheral):
         self.racp_requests.append(bytes(data))
         selected, code = self._select(data)
         for record in selected:
-            self.notify(GLUCOSE_MEASUREMENT, self._encode(record))
+            self._notify_record(record)
         # Response Code: op code 0x06, operator Null, operand = request op code, response value.
         request = data[0] if data else 0
         response = bytes((RACP_RESPONSE_CODE, RACP_OPERATOR_NULL, request, code))
@@ -571,6 +694,7 @@ class EnvironmentalSensor(HealthPeripheral):
 
     kind = "env-sensor"
     model_number = "SIM-ESS-1"
+    reports = ("room_temp", "humidity")
     default_interval_s = 30.0
     primary_service = ENVIRONMENTAL_SENSING_SERVICE
 
@@ -587,12 +711,15 @@ class EnvironmentalSensor(HealthPeripheral):
         ]
 
     def measure(self, ts_ns: int) -> None:
-        temp = EnvironmentTemperatureSample(self.sample("room_temp", ts_ns)).encode()
-        humidity = HumiditySample(self.sample("humidity", ts_ns)).encode()
+        # Both characteristics carry hundredths (GSS "Temperature" 0x2A6E, "Humidity" 0x2A6F).
+        room_c = self.sample("room_temp", ts_ns, exponent=-2)
+        humidity_pct = self.sample("humidity", ts_ns, exponent=-2)
+        temp = EnvironmentTemperatureSample(room_c).encode()
+        humidity = HumiditySample(humidity_pct).encode()
         self.set_value(ES_TEMPERATURE, temp)
         self.set_value(ES_HUMIDITY, humidity)
-        self.notify(ES_TEMPERATURE, temp)
-        self.notify(ES_HUMIDITY, humidity)
+        self.send(ES_TEMPERATURE, temp, [SentValue("room_temp", room_c, ts_ns, False)])
+        self.send(ES_HUMIDITY, humidity, [SentValue("humidity", humidity_pct, ts_ns, False)])
 
 
 class ChestPatch(HeartRateStrap):
@@ -600,6 +727,7 @@ class ChestPatch(HeartRateStrap):
 
     kind = "chest-patch"
     model_number = "SIM-PATCH-1"
+    reports = (*HeartRateStrap.reports, "resp_rate")
     respiration_every = 4
 
     @classmethod
@@ -624,7 +752,8 @@ class ChestPatch(HeartRateStrap):
         rate = round(self.sample("resp_rate", ts_ns)) if self.contact else None
         payload = encode_vendor_respiration(rate, contact=self.contact, motion=self.motion)
         self.set_value(VENDOR_RESPIRATION_RATE, payload)
-        self.notify(VENDOR_RESPIRATION_RATE, payload)
+        sent = [] if rate is None else [SentValue("resp_rate", rate, ts_ns, False)]
+        self.send(VENDOR_RESPIRATION_RATE, payload, sent)
 
 
 PERIPHERAL_KINDS: Final[dict[str, type[HealthPeripheral]]] = {

@@ -45,6 +45,18 @@ THERAPY_ATP: Final = 1
 
 _CRC_POLY: Final = 0x1021
 _SECONDS_PER_DAY: Final = 86_400
+_NS_PER_S: Final = 1_000_000_000
+_MV_PER_V: Final = 1000
+_TENTHS: Final = 10
+# Catalogue names of the lead channels, §1.3.4.
+LEAD_NAMES: Final = {CHANNEL_RA: "ra", CHANNEL_RV: "rv", CHANNEL_LV: "lv", CHANNEL_HV: "hv"}
+
+ReportedValue = tuple[str, int, float]
+"""(catalogue metric, UTC ns, value): one reading a record reports, for the ground-truth ledger."""
+
+
+def _reported(at_s: int, pairs: list[tuple[str, float | None]]) -> list[ReportedValue]:
+    return [(metric, at_s * _NS_PER_S, float(v)) for metric, v in pairs if v is not None]
 
 
 def crc16_ccitt_false(data: bytes) -> int:
@@ -107,6 +119,12 @@ class StatusRecord:
             + rssi.to_bytes(1, "little", signed=True)
         )
 
+    def readings(self) -> list[ReportedValue]:
+        return _reported(
+            self.device_time_s,
+            [("implant_error_code", self.error_code), ("implant_link_rssi", self.link_rssi_dbm)],
+        )
+
 
 @dataclass(slots=True, frozen=True)
 class TrendRecord:
@@ -128,6 +146,18 @@ class TrendRecord:
             + _u16(_or_none(self.fluid_index_ohm_d, NONE_U16))
         )
 
+    def readings(self) -> list[ReportedValue]:
+        burden = self.af_burden_tenths_pct
+        return _reported(
+            self.period_start_s,
+            [
+                ("night_heart_rate", self.night_heart_rate_bpm),
+                ("activity_time", self.activity_min),
+                ("af_burden", None if burden is None else burden / _TENTHS),
+                ("fluid_index", self.fluid_index_ohm_d),
+            ],
+        )
+
 
 @dataclass(slots=True, frozen=True)
 class BatteryRecord:
@@ -142,6 +172,16 @@ class BatteryRecord:
     def payload(self) -> bytes:
         longevity = _or_none(self.longevity_months, NONE_U8)
         return _u32(self.device_time_s) + _u16(self.voltage_mv) + bytes([longevity, self.phase])
+
+    def readings(self) -> list[ReportedValue]:
+        return _reported(
+            self.device_time_s,
+            [
+                ("battery_voltage", self.voltage_mv / _MV_PER_V),
+                ("battery_longevity", self.longevity_months),
+                ("battery_phase", self.phase),
+            ],
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,6 +199,12 @@ class LeadRecord:
             out.append(channel)
             out += _u16(_or_none(ohm, NONE_U16))
         return bytes(out)
+
+    def readings(self) -> list[ReportedValue]:
+        return _reported(
+            self.device_time_s,
+            [(f"lead_impedance_{LEAD_NAMES[channel]}", ohm) for channel, ohm in self.impedances],
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -181,6 +227,17 @@ class EpisodeRecord:
             + _u32(self.duration_s)
             + _u16(_or_none(self.max_rate_bpm, NONE_U16))
             + bytes([self.therapy])
+        )
+
+    def readings(self) -> list[ReportedValue]:
+        return _reported(
+            self.start_s,
+            [
+                ("episode_type", self.episode_type),
+                ("episode_duration", self.duration_s),
+                ("episode_max_rate", self.max_rate_bpm),
+                ("episode_therapy", self.therapy),
+            ],
         )
 
 
@@ -231,6 +288,9 @@ class ImplantReceiverSim:
         self._episode_id = 0
         self._voltage_mv = int(self._rng.integers(2950, 3150))
         self._af_prone = bool(self._rng.random() < 0.5)
+        # A trend day is summarised once; re-sending it repeats the same record.
+        self._trends: dict[int, TrendRecord] = {}
+        self._last_episode_start_s = 0
         self.frames_sent = 0
         self.frames_corrupted = 0
 
@@ -242,15 +302,19 @@ class ImplantReceiverSim:
     def _trend(self, now_s: int) -> TrendRecord:
         self._trend_day = self._trend_day % 7 + 1
         day_start_s = (now_s // _SECONDS_PER_DAY - self._trend_day) * _SECONDS_PER_DAY
+        if day_start_s in self._trends:
+            return self._trends[day_start_s]
         night_hr = round(self._heart_rate.sample(day_start_s + 2 * 3600.0) - 8.0)
         burden = int(self._rng.integers(0, 300)) if self._af_prone else 0
-        return TrendRecord(
+        record = TrendRecord(
             period_start_s=day_start_s,
             night_heart_rate_bpm=max(30, min(254, night_hr)),
             activity_min=int(self._rng.integers(60, 360)),
             af_burden_tenths_pct=burden,
             fluid_index_ohm_d=int(self._rng.integers(0, 80)),
         )
+        self._trends[day_start_s] = record
+        return record
 
     def _battery(self, now_s: int) -> BatteryRecord:
         phase = PHASE_BOS if self._voltage_mv >= 2650 else PHASE_ERI
@@ -276,6 +340,9 @@ class ImplantReceiverSim:
             kind, rate, therapy = EPISODE_VT, int(self._rng.integers(180, 220)), THERAPY_ATP
             duration_s = int(self._rng.integers(8, 40))
         start_s = now_s - duration_s - int(self._rng.integers(60, 3600))
+        # Episodes are stored by their start second: two never share one.
+        start_s = max(start_s, self._last_episode_start_s + 1)
+        self._last_episode_start_s = start_s
         return EpisodeRecord(self._episode_id, kind, start_s, duration_s, rate, therapy)
 
     def next_record(self) -> ImplantRecord:

@@ -33,6 +33,18 @@ class VitalsRecord:
     nibp_mmhg: tuple[int, int, int] | None
     temp_c: float | None
 
+    def readings(self) -> list[tuple[str, int, float]]:
+        """(catalogue metric, UTC ns, value) of every parameter the sentence carries (§2.2)."""
+        pairs: list[tuple[str, float | None]] = [
+            ("heart_rate", self.heart_rate_bpm),
+            ("resp_rate", self.resp_rate_per_min),
+            ("spo2", self.spo2_pct),
+            ("body_temp", self.temp_c),
+        ]
+        if self.nibp_mmhg is not None:
+            pairs += zip(("bp_systolic", "bp_diastolic", "bp_mean"), self.nibp_mmhg, strict=True)
+        return [(metric, self.ts_ns, float(value)) for metric, value in pairs if value is not None]
+
 
 def nmea_checksum(text: str) -> str:
     """Two upper-case hex digits: the XOR of every character (NMEA 0183 checksum field)."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import select
+import sys
+import termios
 import threading
 import tty
 from collections.abc import Callable
@@ -89,6 +92,22 @@ class PtyPort:
         """Unplug if needed, then plug a fresh pair at the same link path."""
         self.unplug()
         self.plug()
+
+    def unread_bytes(self) -> int:
+        """Bytes written and not yet read by the other end (0 when unplugged).
+
+        Asked through a second descriptor on the slave side (FIONREAD, tty_ioctl(4)), which
+        counts the line discipline's input queue without taking anything from it.
+        """
+        with self._lock:
+            if self._master is None:
+                return 0
+            probe = os.open(self.link_path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            answer = fcntl.ioctl(probe, termios.FIONREAD, b"\0\0\0\0")
+        finally:
+            os.close(probe)
+        return int.from_bytes(answer, sys.byteorder, signed=True)
 
     def write(self, data: bytes) -> int:
         """Write what the line can take within `write_timeout_s`; return the bytes written.

@@ -58,7 +58,14 @@ def stack(
 def test_every_generated_reading_is_stored_exactly_once(
     stack: LocalStack, influx: InfluxV1
 ) -> None:
-    gateway = stack.add_gateway("it-ward-1", patients=3, seed=11, interval_scale=0.25)
+    gateway = stack.add_gateway(
+        "it-ward-1",
+        patients=3,
+        seed=11,
+        interval_scale=0.25,
+        implant_receivers=1,
+        bedside_monitors=1,
+    )
     stack.start_sink()
     stack.start_agent(gateway)
     time.sleep(5.0)
@@ -76,16 +83,24 @@ def test_every_generated_reading_is_stored_exactly_once(
         0,
     )
     assert result.stored == result.generated
-    # The twin shows every patient, and its newest value is the ledger's newest for that metric.
+    # Every device path took part: BLE wearables (clockless ones stamped on receipt), the implant
+    # receiver and the bedside monitor on pseudo-terminals.
+    assert result.receipt_stamped > 0
+    metrics = {entry.metric for entry in entries}
+    assert {"rr_interval", "spo2", "resp_rate", "body_temp", "bp_systolic", "pulse_rate"} <= metrics
+    assert {"battery", "lead_impedance_rv", "battery_voltage", "night_heart_rate"} <= metrics
+    heart_rate_devices = {(e.patient, e.device) for e in entries if e.metric == "heart_rate"}
+    assert len(heart_rate_devices) == 4  # three chest patches and the monitor
+    # The twin shows every patient, and its newest value is the store's newest for that metric.
     patients = {entry.patient for entry in entries}
     assert set(list_patients(influx)) == patients
-    some_patient = sorted(patients)[0]
-    twin = read_twin(influx, some_patient)
-    newest: dict[str, tuple[int, float]] = {}
-    for entry in entries:
-        if entry.patient == some_patient and entry.ts_ns >= newest.get(entry.metric, (0, 0.0))[0]:
-            newest[entry.metric] = (entry.ts_ns, entry.value)
-    assert {v.metric: (v.ts_ns, v.value) for v in twin.vitals} == newest
+    for patient in patients:
+        twin = read_twin(influx, patient)
+        newest: dict[str, tuple[int, float]] = {}
+        for (who, metric, _device, ts_ns), value in stored.items():
+            if who == patient and ts_ns >= newest.get(metric, (0, 0.0))[0]:
+                newest[metric] = (ts_ns, value)
+        assert {v.metric: (v.ts_ns, v.value) for v in twin.vitals} == newest
 
 
 def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
@@ -166,7 +181,7 @@ def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: Infl
     )
     stack.start_sink()
     stack.start_agent(gateway)
-    time.sleep(4.0)
+    time.sleep(7.0)  # the thermometer measures every 2.5 s; the fever runs from 1 s to 11 s
     assert stack.stop_agent(gateway) == 0
     entries = read_ledger(gateway.ledger_file)
     wait_for_vitals(influx, len(entries), 30.0)

@@ -72,11 +72,30 @@ def test_relative_paths_resolve_next_to_the_file(tmp_path: Path) -> None:
         ),
         (GOOD.replace('host = "127.0.0.1"\n', ""), r"agent\.toml: mqtt\.host: missing"),
         ("[gateway\n", r"agent\.toml: \(syntax\)"),
+        (
+            GOOD + '\n[simulation]\npatients = 2\nledger_file = "l.jsonl"\nimplant_receivers = 3\n',
+            r"agent\.toml:16: simulation\.implant_receivers: 3 is outside 0\.\.2",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ConfigError, match=where):
         load_agent_config(_write(tmp_path, text))
+
+
+def test_simulation_section_selects_the_ward_and_its_serial_devices(tmp_path: Path) -> None:
+    text = GOOD + (
+        '\n[simulation]\npatients = 3\nledger_file = "l.jsonl"\n'
+        "implant_receivers = 1\nbedside_monitors = 2\n"
+    )
+    simulation = load_agent_config(_write(tmp_path, text)).simulation
+    assert simulation is not None
+    assert (simulation.patients, simulation.implant_receivers, simulation.bedside_monitors) == (
+        3,
+        1,
+        2,
+    )
+    assert simulation.ledger_file == tmp_path / "l.jsonl"
 
 
 def test_world_readable_secret_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The agent's GATT decoders against the hand-computed golden vectors in tests/vectors/gatt."""
+"""The agent's GATT decoders against the hand-computed golden vectors (firmware_sims/vectors)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -22,8 +21,9 @@ from edge_agent.devices import (
     to_readings,
 )
 from edge_agent.devices.ieee11073 import decode_float, decode_sfloat
+from firmware_sims.vectors import GATT_DIR
 
-VECTOR_DIR: Final = Path(__file__).resolve().parents[3] / "vectors" / "gatt"
+VECTOR_DIR: Final = GATT_DIR
 MEDICAL_FLOATS: Final = "ieee11073.toml"
 
 

@@ -18,10 +18,9 @@ from edge_agent.devices.monitor_lines import (
     checksum,
     parse_sentence,
 )
+from firmware_sims.vectors import SERIAL_DIR
 
-VECTORS: Final[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parents[3] / "vectors/serial/monitor_lines.json").read_text()
-)
+VECTORS: Final[dict[str, Any]] = json.loads((SERIAL_DIR / "monitor_lines.json").read_text())
 GOOD: Final = [v["line"].encode("ascii") for v in VECTORS["sentences"]]
 
 

@@ -26,10 +26,9 @@ from edge_agent.devices.serial_frames import (
     decode_frame,
 )
 from firmware_sims.serial.implant import StatusRecord, encode_record
+from firmware_sims.vectors import SERIAL_DIR
 
-VECTORS: Final[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parents[3] / "vectors/serial/implant_frames.json").read_text()
-)
+VECTORS: Final[dict[str, Any]] = json.loads((SERIAL_DIR / "implant_frames.json").read_text())
 
 
 def _expand(pairs: list[list[Any]]) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tomllib
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -19,8 +18,9 @@ from firmware_sims.ble.encoders import (
     float32,
     sfloat,
 )
+from firmware_sims.vectors import GATT_DIR
 
-VECTOR_DIR: Final = Path(__file__).resolve().parents[3] / "vectors" / "gatt"
+VECTOR_DIR: Final = GATT_DIR
 MEDICAL_FLOATS: Final = "ieee11073.toml"
 SPECIAL_NAMES: Final = {special.value: special for special in Special}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -21,10 +20,9 @@ from firmware_sims.serial.implant import (
     encode_frame,
     encode_record,
 )
+from firmware_sims.vectors import SERIAL_DIR
 
-VECTORS: Final[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parents[3] / "vectors/serial/implant_frames.json").read_text()
-)
+VECTORS: Final[dict[str, Any]] = json.loads((SERIAL_DIR / "implant_frames.json").read_text())
 _RECORDS: Final[dict[int, type[ImplantRecord]]] = {
     1: StatusRecord,
     2: TrendRecord,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -15,10 +14,9 @@ from firmware_sims.serial.monitor import (
     format_time,
     nmea_checksum,
 )
+from firmware_sims.vectors import SERIAL_DIR
 
-VECTORS: Final[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parents[3] / "vectors/serial/monitor_lines.json").read_text()
-)
+VECTORS: Final[dict[str, Any]] = json.loads((SERIAL_DIR / "monitor_lines.json").read_text())
 _PRINTED: Final = [v for v in VECTORS["sentences"] if v.get("simulator_prints_it")]
 
 

@@ -1,0 +1,318 @@
+"""The simulated ward behind the agent's real device paths (the `[simulation]` switch).
+
+Instead of a Bluetooth adapter and serial ports, the agent gets: every patient's wearables as
+peripherals on one simulated radio, read by the agent's own `BleManager` through bleak's backend
+seam (one manager per bed, as one adapter per bed on the ward), and implant receivers and bedside
+monitors writing to pseudo-terminals that the agent's own `SerialSource` opens with pyserial.
+Nothing in the agent's device code knows it is simulated.
+
+Every value a device delivered reaches the ground-truth ledger: BLE values once the central
+received them intact, serial frames and lines once they were written whole to the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import numpy as np
+
+from edge_agent.sources import Source
+from edge_agent.sources.ble import BleManager, BleSettings, BondedDevice
+from edge_agent.sources.serial import SerialKind, SerialSource
+from firmware_sims.ble.backend import SimulatedRadio
+from firmware_sims.ble.peripherals import SentValue
+from firmware_sims.events import EventSchedule
+from firmware_sims.ledger import Identity, Ledger, LedgerEntry
+from firmware_sims.patient import SimulatedPatient, mint_token
+from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, Sent, stream
+
+_LOGGER = logging.getLogger(__name__)
+DAY_S: Final = 86_400.0
+# How often each serial device sends a frame or a line at interval scale 1.
+SERIAL_INTERVAL_S: Final = {SerialKind.IMPLANT: 2.0, SerialKind.MONITOR: 1.0}
+# What each serial model reports (docs/serial-formats.md §1.3 and §2.2), for `firmware-sims list`.
+SERIAL_METRICS: Final = {
+    SerialKind.IMPLANT: (
+        "night_heart_rate",
+        "activity_time",
+        "af_burden",
+        "fluid_index",
+        "battery_voltage",
+        "battery_longevity",
+        "battery_phase",
+        "lead_impedance_ra",
+        "lead_impedance_rv",
+        "lead_impedance_lv",
+        "lead_impedance_hv",
+        "episode_type",
+        "episode_duration",
+        "episode_max_rate",
+        "episode_therapy",
+        "implant_error_code",
+        "implant_link_rssi",
+    ),
+    SerialKind.MONITOR: (
+        "heart_rate",
+        "resp_rate",
+        "spo2",
+        "body_temp",
+        "bp_systolic",
+        "bp_diastolic",
+        "bp_mean",
+    ),
+}
+# An implant receiver cycles through six record kinds, each stamped in whole seconds of the
+# implant clock: more than a second between two of a kind keeps their stamps apart.
+_MIN_SERIAL_INTERVAL_S: Final = 0.2
+_QUIESCE_POLL_S: Final = 0.02
+
+
+@dataclass(slots=True, frozen=True)
+class WardSettings:
+    """The simulated ward: patients, seed, pace, events and serial devices."""
+
+    patients: int
+    seed: int
+    interval_scale: float = 1.0
+    events_per_hour: float = 0.0
+    scripted_event: str | None = None
+    implant_receivers: int = 0
+    bedside_monitors: int = 0
+
+
+class _ReportsReadings(Protocol):
+    def readings(self) -> list[tuple[str, int, float]]: ...
+
+
+@dataclass(slots=True)
+class SerialSim:
+    """One simulated serial device writing to its pseudo-terminal."""
+
+    label: str
+    kind: SerialKind
+    device: ImplantReceiverSim | BedsideMonitorSim
+    port: PtyPort
+    device_token: str
+    patient_token: str
+    interval_s: float
+
+
+class _LedgerTap:
+    """Writes delivered values to the ledger; a record sent again is one reading, not two."""
+
+    def __init__(self, ledger: Ledger | None) -> None:
+        self._ledger = ledger
+        self._device_stamped: dict[Identity, float] = {}
+
+    def record(self, entry: LedgerEntry) -> None:
+        if self._ledger is None:
+            return
+        if entry.device_clock:
+            # Implant receivers re-send the last week of trends; the store keeps one reading
+            # per identity, and so does the ledger. A different value under the same identity
+            # is written anyway, so reconciliation reports it.
+            if self._device_stamped.get(entry.identity) == entry.value:
+                return
+            self._device_stamped[entry.identity] = entry.value
+        self._ledger.record(entry)
+
+
+class SimulatedWard:
+    """Patients with BLE wearables on a simulated radio, plus serial devices on ptys."""
+
+    def __init__(self, settings: WardSettings, *, ports_dir: Path, ledger: Ledger | None) -> None:
+        self.settings = settings
+        self.radio = SimulatedRadio()
+        self._tap = _LedgerTap(ledger)
+        self._stop_serial = asyncio.Event()
+        self._streams: list[asyncio.Task[None]] = []
+        self._readers: dict[str, SerialSource] = {}
+        now_s = time.time()
+        self.patients: list[SimulatedPatient] = []
+        for index in range(1, settings.patients + 1):
+            rng = np.random.default_rng([settings.seed, index, 1])
+            schedule = EventSchedule.draw(rng, now_s, DAY_S, settings.events_per_hour)
+            if settings.scripted_event is not None and index == 1:
+                # From one second after start to eleven: at half the usual device intervals a
+                # short demo sees the thermometer catch the fever and then its end.
+                schedule.scripted(
+                    settings.scripted_event, start_s=now_s + 1.0, onset_s=1.0, plateau_s=8.0
+                )
+            patient = SimulatedPatient(
+                index, settings.seed, interval_scale=settings.interval_scale, schedule=schedule
+            )
+            for device in patient.devices:
+                device.peripheral.on_sent = self._ble_tap(
+                    patient.patient_token, device.device_token, device.peripheral.kind
+                )
+                self.radio.add(device.peripheral)
+            self.patients.append(patient)
+        self.serial: list[SerialSim] = []
+        if settings.implant_receivers or settings.bedside_monitors:
+            ports_dir.mkdir(parents=True, exist_ok=True)
+        count = settings.patients
+        implants = self.patients[: settings.implant_receivers]
+        monitors = self.patients[count - settings.bedside_monitors :]
+        for patient in implants:
+            self.serial.append(self._serial_sim(patient, SerialKind.IMPLANT, ports_dir))
+        for patient in monitors:
+            self.serial.append(self._serial_sim(patient, SerialKind.MONITOR, ports_dir))
+
+    def _serial_sim(
+        self, patient: SimulatedPatient, kind: SerialKind, ports_dir: Path
+    ) -> SerialSim:
+        short = "implant" if kind is SerialKind.IMPLANT else "monitor"
+        rng = np.random.default_rng([self.settings.seed, patient.index, 2, len(self.serial)])
+        device_seed = int(rng.integers(0, 2**31))
+        device: ImplantReceiverSim | BedsideMonitorSim = (
+            ImplantReceiverSim(device_seed)
+            if kind is SerialKind.IMPLANT
+            else BedsideMonitorSim(device_seed)
+        )
+        interval_s = max(
+            _MIN_SERIAL_INTERVAL_S, SERIAL_INTERVAL_S[kind] * self.settings.interval_scale
+        )
+        return SerialSim(
+            label=f"{short}-bed{patient.index:02d}",
+            kind=kind,
+            device=device,
+            port=PtyPort(ports_dir / f"{short}-{patient.index:02d}"),
+            device_token=mint_token(rng),
+            patient_token=patient.patient_token,
+            interval_s=interval_s,
+        )
+
+    def _ble_tap(self, patient: str, device: str, kind: str) -> Callable[[SentValue], None]:
+        def tap(value: SentValue) -> None:
+            self._tap.record(
+                LedgerEntry(
+                    patient,
+                    value.metric,
+                    device,
+                    value.ts_ns,
+                    value.value,
+                    value.device_clock,
+                    kind,
+                )
+            )
+
+        return tap
+
+    def _serial_tap(self, sim: SerialSim) -> Callable[[Sent], None]:
+        def tap(sent: Sent) -> None:
+            if not sent.intact:
+                return
+            record: _ReportsReadings = sent.record  # type: ignore[assignment]
+            for metric, ts_ns, value in record.readings():
+                self._tap.record(
+                    LedgerEntry(
+                        sim.patient_token,
+                        metric,
+                        sim.device_token,
+                        ts_ns,
+                        value,
+                        device_kind=sim.kind.value,
+                    )
+                )
+
+        return tap
+
+    def sources(self, ble_settings: BleSettings | None = None) -> list[Source]:
+        """The agent's real sources, pointed at the simulated hardware."""
+        sources: list[Source] = []
+        for patient in self.patients:
+            bonded = [
+                BondedDevice(
+                    address=device.peripheral.address,
+                    device_token=device.device_token,
+                    patient_token=patient.patient_token,
+                    device_kind=device.peripheral.kind,
+                    expected_interval_s=device.peripheral.interval_s,
+                )
+                for device in patient.devices
+            ]
+            sources.append(
+                BleManager(
+                    bonded,
+                    settings=ble_settings,
+                    client_backend=self.radio.client_backend,
+                    scanner_backend=self.radio.scanner_backend,
+                    name=f"ble-bed{patient.index:02d}",
+                )
+            )
+        for sim in self.serial:
+            reader = SerialSource(
+                sim.label,
+                sim.port.path,
+                sim.kind,
+                device_token=sim.device_token,
+                patient_token=sim.patient_token,
+            )
+            self._readers[sim.label] = reader
+            sources.append(reader)
+        return sources
+
+    @contextlib.asynccontextmanager
+    async def powered(self) -> AsyncIterator[None]:
+        """Devices on: the radio advertises and measures, serial devices stream to their ports."""
+        for sim in self.serial:
+            sim.port.plug()
+        try:
+            async with self.radio, asyncio.TaskGroup() as group:
+                self._streams = [
+                    group.create_task(self._stream(sim), name=f"sims.serial[{sim.label}]")
+                    for sim in self.serial
+                ]
+                try:
+                    yield
+                finally:
+                    self._stop_serial.set()
+        finally:
+            for sim in self.serial:
+                sim.port.unplug()
+
+    async def _stream(self, sim: SerialSim) -> None:
+        # Bytes a device sends before the gateway opens the port are lost on a real line too
+        # (pyserial flushes the input queue on open), and were never delivered: the device is
+        # switched on once the agent's source holds the port, so the ledger counts only what
+        # could be read.
+        reader = self._readers.get(sim.label)
+        # The source has no "opened" event to wait on, so the device polls its cable.
+        while reader is not None and not reader.is_open and not self._stop_serial.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(_QUIESCE_POLL_S)
+        await stream(
+            sim.device,
+            sim.port,
+            self._stop_serial,
+            interval_s=sim.interval_s,
+            on_sent=self._serial_tap(sim),
+        )
+
+    async def quiesce(self, timeout_s: float = 10.0) -> None:
+        """Stop every device measuring and wait until what they sent has been read.
+
+        Called before the agent stops its sources, so a run ends with every delivered value
+        read: BLE values are in the central's queue once delivered, serial bytes once the
+        pseudo-terminal's input queue is empty.
+        """
+        for patient in self.patients:
+            for device in patient.devices:
+                device.peripheral.halt()
+        self._stop_serial.set()
+        if self._streams:
+            await asyncio.wait(self._streams, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while any(sim.port.unread_bytes() for sim in self.serial):
+            if time.monotonic() > deadline:
+                _LOGGER.warning("simulated serial ports still hold unread bytes at stop")
+                break
+            await asyncio.sleep(_QUIESCE_POLL_S)
+        # Notifications go on air through the loop: let those already sent arrive.
+        await asyncio.sleep(_QUIESCE_POLL_S)
