@@ -23,6 +23,7 @@ from edge_agent.devices import resolve_characteristic
 from edge_agent.devices import to_json_dict as gatt_json
 from edge_agent.errors import EdgeAgentError
 from edge_agent.filters import FilterError, load_presets, warm_up
+from edge_agent.journal import IntakeJournal
 from edge_agent.pipeline import AgentPipeline, PipelineStats
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 from edge_agent.publisher import Publisher
@@ -125,7 +126,8 @@ async def _run_pipeline(
     quiesce: Callable[[], Awaitable[None]] | None,
 ) -> PipelineStats:
     counter = SequenceCounter(config.gateway.state_dir / f"seq-{config.gateway.gateway_id}.json")
-    sealer = Sealer(config.master_secret(), config.gateway.gateway_id, counter)
+    master_secret = config.master_secret()
+    sealer = Sealer(master_secret, config.gateway.gateway_id, counter)
     _LOGGER.info(
         "agent %s starting: %d sources, key epoch %d",
         config.gateway.gateway_id,
@@ -166,6 +168,12 @@ async def _run_pipeline(
         config.spool.max_bytes,
         config.spool.commit_interval_s,
     )
+    journal, recovered = IntakeJournal.open(
+        config.gateway.state_dir / "journal",
+        master_secret,
+        config.gateway.gateway_id,
+        spool.committed_journal_seq,
+    )
     try:
         async with Publisher(config.broker, config.gateway.gateway_id) as publisher:
             pipeline = AgentPipeline(
@@ -179,6 +187,8 @@ async def _run_pipeline(
                 sources=sources,
                 detection=detection,
                 baselines_file=config.gateway.state_dir / BASELINES,
+                journal=journal,
+                recovered=recovered,
             )
             return await pipeline.run(stop)
     finally:

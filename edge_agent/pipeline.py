@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from edge_agent.config import PipelineSettings, SpoolSettings
 from edge_agent.detect import DetectionStage
 from edge_agent.framer import Framer
+from edge_agent.journal import IntakeJournal, JournalError
 from edge_agent.protocol import AlertEvent, Channel, Frame, encode_frame, topic
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
@@ -37,6 +39,8 @@ class PipelineStats:
     frames_acked: int = 0
     frames_left_spooled: int = 0
     alerts_sent: int = 0
+    readings_recovered: int = 0
+    journal_errors: int = 0
 
 
 class AgentPipeline:
@@ -61,6 +65,8 @@ class AgentPipeline:
         sources: Sequence[Source],
         detection: DetectionStage | None = None,
         baselines_file: Path | None = None,
+        journal: IntakeJournal | None = None,
+        recovered: Sequence[Reading] = (),
     ) -> None:
         self._settings = settings
         self._spool_settings = spool_settings
@@ -86,21 +92,50 @@ class AgentPipeline:
         self._next_backlog_at = 0.0
         self._sources_stopped = False
         self.stats = PipelineStats()
+        # Journal numbers run in queue order: the k-th reading taken is run_first_seq + k - 1
+        # (recovered readings first), so a frame's newest reading is the last one taken.
+        self._journal = journal
+        self._recovered = list(recovered)
+        self._taken_seq = journal.run_first_seq - 1 if journal is not None else 0
 
     async def _emit(self, reading: Reading) -> None:
+        if self._journal is not None:
+            try:
+                self._journal.append(reading)
+            except JournalError as exc:
+                # The reading still goes on; only its protection against a crash is lost.
+                self.stats.journal_errors += 1
+                if self.stats.journal_errors == 1 or self.stats.journal_errors % 1000 == 0:
+                    _LOGGER.error(  # noqa: TRY400 - the message says it all; no traceback
+                        "%s (%d readings unjournaled)", exc, self.stats.journal_errors
+                    )
         # Backpressure: a full queue makes the source wait (sources at the edge of the world
         # drop-oldest in their own callbacks and count it).
         await self._readings.put(reading)
         self.stats.readings_in += 1
 
-    async def seal_and_spool(self, frame: Frame, full_topic: str, priority: Priority) -> None:
+    async def seal_and_spool(
+        self,
+        frame: Frame,
+        full_topic: str,
+        priority: Priority,
+        *,
+        journal_seq: int | None = None,
+    ) -> None:
         """Seal one frame and make it durable before anyone tries to publish it."""
         # The counter fsyncs once per reserve block (1024 frames): rare and short enough
         # to stay on the loop rather than hopping threads for every frame.
         _seq, envelope = self._sealer.seal(full_topic, encode_frame(frame))
         readings = frame.reading_count
         frame_id = await asyncio.to_thread(
-            self._spool.append, full_topic, envelope, readings, priority
+            functools.partial(
+                self._spool.append,
+                full_topic,
+                envelope,
+                readings,
+                priority,
+                journal_seq=journal_seq,
+            )
         )
         self.stats.frames_sealed += 1
         self.stats.readings_framed += readings
@@ -114,7 +149,10 @@ class AgentPipeline:
     async def _flush(self) -> None:
         frame = self._framer.take()
         if frame is not None:
-            await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
+            mark = self._taken_seq if self._journal is not None else None
+            await self.seal_and_spool(
+                frame, self._telemetry_topic, Priority.ROUTINE, journal_seq=mark
+            )
 
     async def _send_alerts(self, alerts: list[AlertEvent]) -> None:
         """Alerts travel at once in a frame of their own on the alerts topic."""
@@ -162,6 +200,7 @@ class AgentPipeline:
                 chunk = [first]
                 while len(chunk) < CHUNK_READINGS and not self._readings.empty():
                     chunk.append(self._readings.get_nowait())
+                self._taken_seq += len(chunk)
                 await self._detect_and_frame(chunk)
             stopping = self._sources_stopped and self._readings.empty()
             await self._housekeeping()
@@ -175,6 +214,8 @@ class AgentPipeline:
         while True:
             await asyncio.sleep(self._spool_settings.commit_interval_s)
             await asyncio.to_thread(self._spool.tick)
+            if self._journal is not None:
+                self._journal.release(self._spool.committed_journal_seq)
 
     async def _pick(self) -> SpooledFrame | None:
         """Next frame to publish: live first, then backlog at its rate; None when drained."""
@@ -216,15 +257,21 @@ class AgentPipeline:
 
     async def run(self, stop: asyncio.Event) -> PipelineStats:
         async with asyncio.TaskGroup() as group:
-            source_tasks = [
-                group.create_task(source.run(self._emit), name=f"agent.source[{source.name}]")
-                for source in self._sources
-            ]
             framer_task = group.create_task(self._frame_loop(), name="agent.framer")
             commit_task = group.create_task(self._commit_loop(), name="agent.spool-commit")
             workers = [
                 group.create_task(self._publish_worker(), name=f"agent.publisher[{n}]")
                 for n in range(self._spool_settings.inflight_window)
+            ]
+            # Readings journaled but never spooled by the last run go first, before any source
+            # adds to the queue (their journal numbers come first).
+            for reading in self._recovered:
+                await self._readings.put(reading)
+            self.stats.readings_recovered = len(self._recovered)
+            self._recovered = []
+            source_tasks = [
+                group.create_task(source.run(self._emit), name=f"agent.source[{source.name}]")
+                for source in self._sources
             ]
             await stop.wait()
             _LOGGER.info("stopping %d sources, then draining", len(self._sources))
@@ -238,6 +285,8 @@ class AgentPipeline:
             for task in (*pending, commit_task):
                 task.cancel()
         await asyncio.to_thread(self._spool.flush)
+        if self._journal is not None:
+            self._journal.close(self._spool.committed_journal_seq)
         self.stats.frames_left_spooled = (await asyncio.to_thread(self._spool.stats)).frames
         if self.stats.frames_left_spooled:
             _LOGGER.error(

@@ -28,7 +28,14 @@ CREATE TABLE IF NOT EXISTS frames (
     readings    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_by_priority ON frames (priority, id);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT    PRIMARY KEY,
+    value       INTEGER NOT NULL
+);
 """
+# The intake journal's sequence number of the newest reading in a spooled frame, written in the
+# same transaction as that frame (edge_agent.journal).
+JOURNAL_MARK: Final = "journal_seq"
 
 
 class Priority(IntEnum):
@@ -83,9 +90,15 @@ class Spool:
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(envelope)), 0) FROM frames"
             ).fetchone()
+            mark = self._db.execute(
+                "SELECT value FROM meta WHERE key = ?", (JOURNAL_MARK,)
+            ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(path, f"cannot open: {exc}") from exc
         self._frames, self._bytes = int(row[0]), int(row[1])
+        self.committed_journal_seq = int(mark[0]) if mark is not None else 0
+        """Every journaled reading up to this sequence number is in a committed frame."""
+        self._pending_journal_seq = self.committed_journal_seq
         self._lock = threading.Lock()
         self._in_transaction = False
         self._last_commit = time.monotonic()
@@ -103,11 +116,22 @@ class Spool:
             self._db.execute("COMMIT")
             self._in_transaction = False
             self._last_commit = time.monotonic()
+            self.committed_journal_seq = self._pending_journal_seq
 
     def append(
-        self, topic: str, envelope: bytes, readings: int, priority: Priority = Priority.ROUTINE
+        self,
+        topic: str,
+        envelope: bytes,
+        readings: int,
+        priority: Priority = Priority.ROUTINE,
+        *,
+        journal_seq: int | None = None,
     ) -> int:
-        """Store one sealed frame; durable at the next group commit (or `flush`)."""
+        """Store one sealed frame; durable at the next group commit (or `flush`).
+
+        `journal_seq` is the intake journal's number of the frame's newest reading; it becomes
+        durable with the frame, and `committed_journal_seq` follows it after the commit.
+        """
         with self._lock:
             try:
                 self._begin()
@@ -116,6 +140,12 @@ class Spool:
                     "VALUES (?, ?, ?, ?, ?)",
                     (int(priority), time.time_ns(), topic, envelope, readings),
                 )
+                if journal_seq is not None and journal_seq > self._pending_journal_seq:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (JOURNAL_MARK, journal_seq),
+                    )
+                    self._pending_journal_seq = journal_seq
                 self._frames += 1
                 self._bytes += len(envelope)
                 self._evict()
@@ -201,4 +231,5 @@ class Spool:
             if self._in_transaction:
                 self._db.execute("COMMIT")
                 self._in_transaction = False
+                self.committed_journal_seq = self._pending_journal_seq
             self._db.close()

@@ -106,8 +106,10 @@ class Reconciliation:
     """Ledger against store, reading by reading."""
 
     generated: int
+    """Distinct readings the devices delivered (a record sent again counts once)."""
     stored: int
     duplicate_identities: int
+    """Identities the ledger holds with two different values (a simulator bug)."""
     missing: int
     extra: int
     value_mismatches: int
@@ -119,6 +121,28 @@ class Reconciliation:
         return not (
             self.duplicate_identities or self.missing or self.extra or self.value_mismatches
         )
+
+
+def _pair_in_order(
+    sent: list[LedgerEntry], got: list[tuple[int, float]], window_ns: int
+) -> tuple[int, int, int, int]:
+    """(paired, missing, extra, value mismatches) of one receipt-stamped series."""
+    paired = missing = extra = mismatches = 0
+    i = j = 0
+    while i < len(sent) and j < len(got):
+        lag_ns = got[j][0] - sent[i].ts_ns
+        if lag_ns < 0:
+            extra += 1
+            j += 1
+        elif lag_ns > window_ns:
+            missing += 1
+            i += 1
+        else:
+            paired += 1
+            mismatches += got[j][1] != sent[i].value
+            i += 1
+            j += 1
+    return paired, missing + len(sent) - i, extra + len(got) - j, mismatches
 
 
 def reconcile(
@@ -136,11 +160,13 @@ def reconcile(
     """
     expected: dict[Identity, float] = {}
     by_series: defaultdict[tuple[str, str, str], list[LedgerEntry]] = defaultdict(list)
-    device_stamped = 0
+    conflicts = 0
     for entry in entries:
         if entry.device_clock:
-            device_stamped += 1
-            expected[entry.identity] = entry.value
+            # A record sent again (an implant's trend days, after a restart) is one reading;
+            # two different values under one identity cannot both be stored.
+            if expected.setdefault(entry.identity, entry.value) != entry.value:
+                conflicts += 1
         else:
             by_series[entry.series].append(entry)
     leftover = dict(stored)
@@ -155,28 +181,19 @@ def reconcile(
         stored_series[(patient, metric, device)].append((ts_ns, value))
     extra = paired = 0
     for series in by_series.keys() | stored_series.keys():
-        sent = sorted(by_series.get(series, []), key=lambda entry: entry.ts_ns)
-        got = sorted(stored_series.get(series, []))
-        i = j = 0
-        while i < len(sent) and j < len(got):
-            lag_ns = got[j][0] - sent[i].ts_ns
-            if lag_ns < 0:
-                extra += 1
-                j += 1
-            elif lag_ns > receipt_window_ns:
-                missing += 1
-                i += 1
-            else:
-                paired += 1
-                mismatches += got[j][1] != sent[i].value
-                i += 1
-                j += 1
-        missing += len(sent) - i
-        extra += len(got) - j
+        counts = _pair_in_order(
+            sorted(by_series.get(series, []), key=lambda entry: entry.ts_ns),
+            sorted(stored_series.get(series, [])),
+            receipt_window_ns,
+        )
+        paired += counts[0]
+        missing += counts[1]
+        extra += counts[2]
+        mismatches += counts[3]
     return Reconciliation(
-        generated=len(entries),
+        generated=len(expected) + sum(len(series) for series in by_series.values()),
         stored=len(stored),
-        duplicate_identities=device_stamped - len(expected),
+        duplicate_identities=conflicts,
         missing=missing,
         extra=extra,
         value_mismatches=mismatches,

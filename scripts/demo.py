@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             time.sleep(args.duration)
             agent_rc = stack.stop_agent(gateway)
             entries = read_ledger(gateway.ledger_file)
-            wait_for_vitals(influx, len(entries), SETTLE_TIMEOUT_S)
+            wait_for_vitals(influx, reconcile(entries, {}).generated, SETTLE_TIMEOUT_S)
             sink_rc = stack.stop_sink()
             # The nurse's part of NEWS2 (consciousness, oxygen), as `cloud-sink twin observe` does.
             for patient in list_patients(influx):

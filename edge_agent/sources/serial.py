@@ -135,9 +135,23 @@ class _Port(Protocol):
 
     def read(self, size: int) -> bytes: ...
 
+    @property
+    def in_waiting(self) -> int: ...
+
     def cancel_read(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _read_available(port: _Port, size: int) -> bytes:
+    """Wait (up to the port timeout) for the first byte, then take what has arrived, at most
+    `size`. A plain read(size) would hold bytes already received until `size` arrive or the
+    timeout passes; these return at once, so a frame is decoded and journaled as it lands."""
+    first = port.read(1)
+    if not first:
+        return first
+    more = min(port.in_waiting, size - 1)
+    return first + port.read(more) if more > 0 else first
 
 
 class _PortLostError(Exception):
@@ -302,7 +316,7 @@ class SerialSource:
         size = self.settings.read_size
         while not self._stopping.is_set():
             try:
-                chunk = await asyncio.to_thread(port.read, size)
+                chunk = await asyncio.to_thread(_read_available, port, size)
             except (serial.SerialException, OSError) as exc:
                 if self._stopping.is_set():
                     return

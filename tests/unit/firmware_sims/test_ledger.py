@@ -25,7 +25,12 @@ def test_device_stamped_readings_match_by_identity() -> None:
     assert (moved.missing, moved.extra) == (1, 1)
     wrong = reconcile(entries, _stored(("body_temp", 1000 * MS, 36.9)))
     assert wrong.value_mismatches == 1
-    assert reconcile(entries * 2, _stored(("body_temp", 1000 * MS, 36.8))).duplicate_identities == 1
+    # A record sent again is one reading; two values under one identity are a conflict.
+    resent = reconcile(entries * 2, _stored(("body_temp", 1000 * MS, 36.8)))
+    assert resent.exact
+    assert resent.generated == resent.stored == 1
+    conflicting = [*entries, LedgerEntry(P, "body_temp", D, 1000 * MS, 37.0)]
+    assert reconcile(conflicting, _stored(("body_temp", 1000 * MS, 36.8))).duplicate_identities == 1
 
 
 def test_receipt_stamped_readings_pair_in_order_within_the_window() -> None:
