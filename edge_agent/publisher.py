@@ -15,6 +15,8 @@ from typing import Final, Self
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.protocol import Channel, topic
 
@@ -35,6 +37,8 @@ class BrokerSettings:
     publish_timeout_s: float
     reconnect_max_s: float
     tls_ca_file: str | None = None
+    session_expiry_s: int = 86_400
+    """How long the broker keeps this client's session (and queued downlink) while it is away."""
 
 
 class Publisher:
@@ -69,11 +73,18 @@ class Publisher:
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             clean_start=MQTT_CLEAN_START_FIRST_ONLY,
+            properties=self._connect_properties(),
             will=aiomqtt.Will(
                 self._status_topic, self._status_payload("offline"), qos=1, retain=True
             ),
             tls_context=tls,
         )
+
+    def _connect_properties(self) -> Properties:
+        # MQTT v5 §3.1.2.11.2 Session Expiry Interval: 0 would end the session with the link.
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
+        return properties
 
     def _backoff_s(self) -> float:
         cap_s = min(self._settings.reconnect_max_s, BACKOFF_BASE_S * 2 ** min(self._failures, 16))

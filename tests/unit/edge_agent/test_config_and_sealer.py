@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
@@ -15,6 +16,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol import Direction, derive_session_key, open_envelope
 from edge_agent.protocol.keys import SessionKey
 from edge_agent.protocol.settings import write_secret_file
+from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer, SequenceCounter
 
 GOOD = """\
@@ -98,6 +100,19 @@ def test_simulation_section_selects_the_ward_and_its_serial_devices(tmp_path: Pa
     assert simulation.ledger_file == tmp_path / "l.jsonl"
 
 
+@pytest.mark.asyncio
+async def test_the_mqtt_session_outlives_the_link(tmp_path: Path) -> None:
+    config = load_agent_config(_write(tmp_path, GOOD))
+    assert (config.broker.keepalive_s, config.broker.session_expiry_s) == (10, 86_400)
+    client = Publisher(config.broker, config.gateway.gateway_id)._new_client()
+    # What CONNECT will carry: a session that outlives the link (MQTT v5 §3.1.2.11.2), resumed
+    # on every reconnect (clean start on the first connect only), and a 10 s keepalive.
+    assert client._properties is not None
+    assert client._properties.SessionExpiryInterval == 86_400  # type: ignore[attr-defined]
+    assert client._clean_start == MQTT_CLEAN_START_FIRST_ONLY
+    assert client._keepalive == 10
+
+
 def test_world_readable_secret_is_refused(tmp_path: Path) -> None:
     config = load_agent_config(_write(tmp_path, GOOD))
     write_secret_file(config.gateway.secret_file, os.urandom(32))
@@ -150,7 +165,7 @@ def test_config_check_reports_file_line_key_and_masks_secrets(tmp_path: Path) ->
     path = _write(tmp_path, GOOD.replace("port = 1883", "port = 1883\nkeepalive_s = 100"))
     result = CliRunner().invoke(app, ["config", "check", "--config", str(path)])
     assert result.exit_code == 2
-    assert f"{path}:9: mqtt.keepalive_s: 100 is outside 2..60" in result.stderr
+    assert f"{path}:9: mqtt.keepalive_s: 100 is outside 2..10" in result.stderr
     path = _write(tmp_path, GOOD)
     secret = os.urandom(32)
     write_secret_file(tmp_path / "gw.key", secret)
