@@ -5,6 +5,13 @@ a minimum time before they are raised (IEC 60601-1-8 calls this the alarm condit
 only once the value is back past a hysteresis margin for a while. Technical alerts (probe off,
 flatline, silent device, low battery) are kept apart, and a device with an open technical alert
 raises no physiological alert: its numbers are not to be trusted.
+
+Two refinements of the delay, per rule. A rule may take a shorter delay while the filter bank's
+CUSUM against the patient's own baseline confirms a sustained change in the same direction: a
+change large and long enough to move the CUSUM is not a transient. And a rule may debit time on
+the safe side instead of restarting the delay at the first reading there, so an irregular rhythm
+that is mostly past the threshold (atrial fibrillation) still alarms while a value that only
+touches the threshold now and then never does.
 """
 
 from __future__ import annotations
@@ -33,6 +40,13 @@ class AlertRule:
     Physiological rules compare the value with `below` or `above`; technical rules fire on any of
     `flag_mask`'s bits. `raise_after_s` is how long the condition must hold; the alert clears when
     the value is back past the threshold by `clear_margin` for `clear_after_s`.
+
+    `confirmed_after_s` replaces `raise_after_s` on a reading that carries any of `confirm_mask`'s
+    filter flags (CUSUM_HIGH for a high limit, CUSUM_LOW for a low one). `dip_debit` None
+    restarts the delay at the first usable reading outside the condition; a number d instead
+    takes d seconds off the time held for every second outside it, and restarts the delay only
+    when nothing is left (with d = 1 the condition must have held for the delay longer than it
+    has not). An alert is only ever raised on a reading inside the condition.
     """
 
     kind: str
@@ -45,6 +59,15 @@ class AlertRule:
     above: float | None = None
     clear_margin: float = 0.0
     flag_mask: int = 0
+    confirm_mask: int = 0
+    confirmed_after_s: float | None = None
+    dip_debit: float | None = None
+
+    def delay_ns(self, flags: int) -> int:
+        """The alarm condition delay that applies to a reading with these filter flags."""
+        if self.confirmed_after_s is not None and flags & self.confirm_mask:
+            return int(self.confirmed_after_s * _NS)
+        return int(self.raise_after_s * _NS)
 
     def condition(self, value: float, flags: int) -> bool:
         if self.category == "technical" and self.flag_mask:
@@ -63,17 +86,49 @@ class AlertRule:
 
 
 def _phys(
-    kind: str, metric: str, severity: Severity, raise_s: float, clear_s: float, **limits: float
+    kind: str,
+    metric: str,
+    severity: Severity,
+    raise_s: float,
+    clear_s: float,
+    **limits: float | int | None,
 ) -> AlertRule:
     return AlertRule(kind, metric, "physiological", severity, raise_s, clear_s, **limits)  # type: ignore[arg-type]
 
 
 # Thresholds follow common ward defaults (NEWS2's red-score boundaries, RCP 2017); delays keep
-# one noisy sample from paging anybody.
+# one noisy sample from paging anybody. SpO2 keeps the strict 15 s: every reading of a dip must be
+# below 90 %. A heart rate past its limit for 10 s pages when the CUSUM against the patient's own
+# baseline agrees (the rise is sustained, not a transient); a patient whose usual rate sits near
+# the limit keeps the full delay. Heart-rate delays debit time below the limit second for
+# second, so the beat-to-beat scatter of atrial fibrillation does not restart them on every
+# short beat, while a rate that is above 130 less than half the time never pages.
 DEFAULT_RULES: Final[tuple[AlertRule, ...]] = (
     _phys("spo2_low", "spo2", "critical", 15.0, 10.0, below=90.0, clear_margin=2.0),
-    _phys("heart_rate_high", "heart_rate", "warning", 20.0, 15.0, above=130.0, clear_margin=10.0),
-    _phys("heart_rate_low", "heart_rate", "critical", 15.0, 15.0, below=40.0, clear_margin=5.0),
+    _phys(
+        "heart_rate_high",
+        "heart_rate",
+        "warning",
+        20.0,
+        15.0,
+        above=130.0,
+        clear_margin=10.0,
+        confirm_mask=fl.CUSUM_HIGH,
+        confirmed_after_s=10.0,
+        dip_debit=1.0,
+    ),
+    _phys(
+        "heart_rate_low",
+        "heart_rate",
+        "critical",
+        15.0,
+        15.0,
+        below=40.0,
+        clear_margin=5.0,
+        confirm_mask=fl.CUSUM_LOW,
+        confirmed_after_s=10.0,
+        dip_debit=1.0,
+    ),
     _phys("resp_rate_high", "resp_rate", "warning", 60.0, 30.0, above=24.0, clear_margin=3.0),
     _phys("resp_rate_low", "resp_rate", "critical", 30.0, 30.0, below=8.0, clear_margin=2.0),
     _phys("fever", "body_temp", "warning", 0.0, 0.0, above=38.5, clear_margin=0.3),
@@ -96,7 +151,10 @@ def technical_rules(metrics: Iterable[str], raise_after_s: float = 10.0) -> tupl
 
 @dataclass(slots=True)
 class _State:
-    pending_since_ns: int | None = None
+    # While an alert is pending: time held inside the condition (net of debits) and the last
+    # usable reading's time; None when nothing is pending.
+    held_ns: int | None = None
+    last_ns: int = 0
     clearing_since_ns: int | None = None
     alert_id: str | None = None
     last_value: float = 0.0
@@ -208,15 +266,10 @@ class AlertEngine:
         flags: int,
     ) -> AlertEvent | None:
         if state.alert_id is None:
-            if not rule.condition(value, flags):
-                state.pending_since_ns = None
-                return None
-            if state.pending_since_ns is None:
-                state.pending_since_ns = ts_ns
-            if ts_ns - state.pending_since_ns < rule.raise_after_s * _NS:
+            if not self._held_long_enough(rule, state, ts_ns=ts_ns, value=value, flags=flags):
                 return None
             state.alert_id = alert_id(*key, rule.kind, ts_ns)
-            state.pending_since_ns = None
+            state.held_ns = None
             self.raised_total += 1
             self._count_technical(rule, key, +1)
             return self._event(rule, state, key, ts_ns=ts_ns, raised=True)
@@ -232,6 +285,26 @@ class AlertEngine:
         state.clearing_since_ns = None
         self._count_technical(rule, key, -1)
         return event
+
+    @staticmethod
+    def _held_long_enough(
+        rule: AlertRule, state: _State, *, ts_ns: int, value: float, flags: int
+    ) -> bool:
+        """Account one usable reading to a pending alert; True when it is time to raise."""
+        inside = rule.condition(value, flags)
+        if state.held_ns is None:
+            # The delay starts at the first reading inside the condition.
+            state.held_ns = 0 if inside else None
+        elif inside:
+            state.held_ns += ts_ns - state.last_ns
+        elif rule.dip_debit is None:
+            state.held_ns = None
+        else:
+            state.held_ns -= int(rule.dip_debit * (ts_ns - state.last_ns))
+            if state.held_ns <= 0:
+                state.held_ns = None
+        state.last_ns = ts_ns
+        return inside and state.held_ns is not None and state.held_ns >= rule.delay_ns(flags)
 
     # --- silent devices: no reading for silence_factor x the expected interval ---------------
 

@@ -10,12 +10,21 @@ two agree bit for bit rather than merely within a tolerance.
 
 `process` takes its arrays in three tuples, `readings = (series, ts_ns, values, quality)`,
 `params = (fparams, iparams, sentinels)` and `state = (fstate, istate, hampel_ring, hampel_sorted,
-baseline_buf, rate_ts, rate_values)`, unpacks them once and hands each detector the rows it needs.
-Numba has no keyword-only arguments, hence the `noqa: PLR0917` on detectors taking many arrays.
+baseline_buf, rate_ts, rate_values)`, unpacks them once and hands each detector row views of its
+series (`fp = fparams[s]`, ...), which it reads at fixed column offsets. Numba has no keyword-only
+arguments, hence the `noqa: PLR0917` on detectors taking many arrays.
+
+Where the time goes (scripts/bench-filters.py, 2 shared cores): the per-reading detectors are
+inlined into `process` (`forceinline`), because a call passes every 2-D array as nine machine
+words and the Hampel call alone cost a sixth of the run; `sorted_replace` is one branch-free pass;
+and the checks on the readings' ids and timestamps run here, in one vectorised pass, instead of as
+numpy scans per call in bank.py.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast
@@ -50,6 +59,7 @@ from edge_agent.filters.presets import (
     RATE_CAPACITY,
 )
 
+_LOGGER = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 F64 = npt.NDArray[np.float64]
@@ -60,7 +70,7 @@ Params = tuple[F64, I64, F64]
 State = tuple[F64, I64, F64, F64, F64, I64, F64]
 
 
-def njit(*, cache: bool, nogil: bool) -> Callable[[_F], _F]:
+def njit(*, cache: bool, nogil: bool, forceinline: bool = False) -> Callable[[_F], _F]:
     """`numba.njit` with a typed face (mypy keeps each kernel's signature) and without NRT.
 
     The kernels never allocate: every buffer is preallocated by bank.py. Numba's memory manager
@@ -68,9 +78,48 @@ def njit(*, cache: bool, nogil: bool) -> Callable[[_F], _F]:
     every detector on every reading, which measured at over half the run time. `_nrt=False` is
     numba's own switch for that (an underscore option, so a numba upgrade must rerun the tests,
     which CI does). With NUMBA_DISABLE_JIT=1 numba returns the plain Python function.
+
+    `forceinline` marks a detector for LLVM to inline into `process` whatever its size.
+    `error_model="numpy"` drops the zero test numba's default (Python) model puts before every
+    division to raise ZeroDivisionError: no divisor here can be zero (standard deviations are
+    floored above 0 by preset validation, counts start at 1, the other divisors are constants),
+    so the results are unchanged. Neither option touches floating-point semantics: no fastmath.
+
+    If numba has nowhere to write its cache it raises RuntimeError at decoration, which would
+    fail the agent's import; the kernels are then compiled without the cache and one warning
+    names NUMBA_CACHE_DIR (docs/filters.md, "Numba's cache on a gateway").
     """
-    options: dict[str, Any] = {"cache": cache, "nogil": nogil, "_nrt": False}
-    return cast("Callable[[_F], _F]", numba.njit(**options))
+    options: dict[str, Any] = {
+        "cache": cache,
+        "nogil": nogil,
+        "_nrt": False,
+        "forceinline": forceinline,
+        "error_model": "numpy",
+    }
+
+    def decorate(func: _F) -> _F:
+        try:
+            return cast("_F", numba.njit(**options)(func))
+        except RuntimeError:
+            # numba found nowhere to write its cache: the package folder is read-only (a system
+            # install, systemd's ProtectSystem=strict), NUMBA_CACHE_DIR is unset and the user has
+            # no writable ~/.cache. Compile at every start instead of failing the import.
+            if not cache:
+                raise
+            _warn_uncached()
+            return cast("_F", numba.njit(**{**options, "cache": False})(func))
+
+    return decorate
+
+
+@functools.cache
+def _warn_uncached() -> None:
+    """Say once per process that the cache is off, and what to set."""
+    _LOGGER.warning(
+        "no writable numba cache folder for %s: the filter kernels are compiled at every start "
+        "(about 2 s); set NUMBA_CACHE_DIR to a folder the agent can write",
+        __file__,
+    )
 
 
 # 1.4826 * MAD estimates the standard deviation of normal data: 1 / (inverse normal CDF of 3/4)
@@ -130,63 +179,61 @@ IS_FLAT_SET: Final = 11
 INT_STATE: Final = 12
 
 
-@njit(cache=True, nogil=True)
-def plausibility(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, quality: int, s: int, fparams: F64, iparams: I64, sentinels: F64
-) -> int:
+@njit(cache=True, nogil=True, forceinline=True)
+def plausibility(x: float, quality: int, fp: F64, ip: I64, sentinels: F64) -> int:
     """IMPLAUSIBLE (and MISSING for NaN) for NaN, inf, out of range or a sentinel; QUALITY_BAD."""
     found = 0
     # The range is finite, so one test inside it also rules out NaN and both infinities.
-    if fparams[s, FP_MIN] <= x <= fparams[s, FP_MAX]:
-        for j in range(iparams[s, IP_SENTINELS]):
-            if x == sentinels[s, j]:
+    if fp[FP_MIN] <= x <= fp[FP_MAX]:
+        for j in range(ip[IP_SENTINELS]):
+            if x == sentinels[j]:
                 found = IMPLAUSIBLE
                 break
     elif math.isnan(x):
         found = IMPLAUSIBLE | MISSING
     else:
         found = IMPLAUSIBLE
-    if quality & iparams[s, IP_BAD_QUALITY_MASK]:
+    if quality & ip[IP_BAD_QUALITY_MASK]:
         found |= QUALITY_BAD
     return found
 
 
-@njit(cache=True, nogil=True)
-def median_of_sorted(ordered: F64, s: int, n: int) -> float:
-    """Median of the first n (at least 1) values of the ascending row s."""
+@njit(cache=True, nogil=True, forceinline=True)
+def median_of_sorted(ordered: F64, n: int) -> float:
+    """Median of the first n (at least 1) values of the ascending row."""
     half = n // 2
     if n % 2 == 1:
-        return float(ordered[s, half])
-    return float((ordered[s, half - 1] + ordered[s, half]) / 2.0)
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2.0)
 
 
 @njit(cache=True, nogil=True)
-def shell_sort(rows: F64, s: int, n: int) -> None:
-    """Sort the first n values of row s in place (Shell 1959, halving gaps).
+def shell_sort(row: F64, n: int) -> None:
+    """Sort the first n values of the row in place (Shell 1959, halving gaps).
 
     Written out because numba's own sort needs its memory manager, which the kernels go without.
     """
     gap = n // 2
     while gap > 0:
         for j in range(gap, n):
-            value = rows[s, j]
+            value = row[j]
             k = j
-            while k >= gap and rows[s, k - gap] > value:
-                rows[s, k] = rows[s, k - gap]
+            while k >= gap and row[k - gap] > value:
+                row[k] = row[k - gap]
                 k -= gap
-            rows[s, k] = value
+            row[k] = value
         gap //= 2
 
 
 @njit(cache=True, nogil=True)
-def mad_of_sorted(ordered: F64, s: int, n: int, centre: float) -> float:
+def mad_of_sorted(ordered: F64, n: int, centre: float) -> float:
     """Median absolute deviation from `centre` of the first n ascending values, in O(n).
 
     Deviations below the centre grow leftwards and those above grow rightwards, so merging the two
     runs outwards from the centre visits deviations in ascending order.
     """
     right = 0
-    while right < n and ordered[s, right] < centre:
+    while right < n and ordered[right] < centre:
         right += 1
     left = right - 1
     low_rank = (n - 1) // 2
@@ -194,11 +241,11 @@ def mad_of_sorted(ordered: F64, s: int, n: int, centre: float) -> float:
     low_dev = 0.0
     high_dev = 0.0
     for rank in range(high_rank + 1):
-        if left >= 0 and (right >= n or centre - ordered[s, left] <= ordered[s, right] - centre):
-            dev = centre - ordered[s, left]
+        if left >= 0 and (right >= n or centre - ordered[left] <= ordered[right] - centre):
+            dev = centre - ordered[left]
             left -= 1
         else:
-            dev = ordered[s, right] - centre
+            dev = ordered[right] - centre
             right += 1
         if rank == low_rank:
             low_dev = dev
@@ -209,45 +256,40 @@ def mad_of_sorted(ordered: F64, s: int, n: int, centre: float) -> float:
     return float((low_dev + high_dev) / 2.0)
 
 
-@njit(cache=True, nogil=True)
-def sorted_replace(ordered: F64, s: int, n: int, old: float, new: float) -> None:
-    """Replace one element equal to `old` by `new` in the first n ascending values of row s.
+@njit(cache=True, nogil=True, forceinline=True)
+def sorted_replace(ordered: F64, n: int, old: float, new: float) -> None:
+    """Replace one element equal to `old` by `new` in the first n ascending values of the row.
 
-    Positions come from counts and the shift is a fixed-length pass of selects: at W <= 31 this
-    beats searching, whose data-dependent loop exits the CPU mispredicts.
+    One pass, without searching: b, the row without `old`, is a[j] below `old` and a[j + 1]
+    from there on (`old` is in the row), and inserting `new` into b puts max(b[j - 1], min(b[j],
+    new)) at j, with b[-1] = -inf and b[n - 1] = +inf. Each step is compares and selects with
+    no data-dependent branch. Counting both positions and then shifting, with a branch on
+    whether `new` is above `old` (a coin toss on a noisy signal), took about 10 ns per reading
+    at W = 9 where this takes under 2. min and max return one of their operands, so the row
+    holds exactly the values of the window.
     """
-    at_old = 0
-    below_new = 0
-    for j in range(n):
-        at_old += ordered[s, j] < old
-        below_new += ordered[s, j] < new
-    if new > old:
-        # `old` was counted below `new`: close its gap by shifting [at_old, target) leftwards.
-        target = below_new - 1
-        for j in range(n - 1):
-            inside = (j >= at_old) & (j < target)
-            ordered[s, j] = ordered[s, j + 1] if inside else ordered[s, j]
-    else:
-        target = below_new
-        for j in range(n - 1, 0, -1):
-            inside = (j > target) & (j <= at_old)
-            ordered[s, j] = ordered[s, j - 1] if inside else ordered[s, j]
-    ordered[s, target] = new
+    below = -math.inf  # b[j - 1]
+    for j in range(n - 1):
+        here = ordered[j]
+        b = here if here < old else ordered[j + 1]
+        ordered[j] = max(below, min(b, new))
+        below = b
+    ordered[n - 1] = max(below, new)
 
 
-@njit(cache=True, nogil=True)
-def sorted_insert(ordered: F64, s: int, n: int, value: float) -> None:
-    """Insert `value` into the first n ascending values (the array has room for n + 1)."""
+@njit(cache=True, nogil=True, forceinline=True)
+def sorted_insert(ordered: F64, n: int, value: float) -> None:
+    """Insert `value` into the first n ascending values (the row has room for n + 1)."""
     j = n
-    while j > 0 and ordered[s, j - 1] > value:
-        ordered[s, j] = ordered[s, j - 1]
+    while j > 0 and ordered[j - 1] > value:
+        ordered[j] = ordered[j - 1]
         j -= 1
-    ordered[s, j] = value
+    ordered[j] = value
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def hampel(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, s: int, fparams: F64, iparams: I64, istate: I64, ring: F64, ordered: F64
+    x: float, fp: F64, ip: I64, ist: I64, ring: F64, ordered: F64
 ) -> bool:
     """Causal Hampel: spike when |x - median| > k * max(1.4826 * MAD, floor) of the last W values.
 
@@ -256,218 +298,238 @@ def hampel(  # noqa: PLR0917 - numba has no keyword-only arguments
     EURASIP J. Adv. Signal Process. 2016:87). The window is kept sorted alongside its ring, so
     median and MAD cost O(W) per reading instead of two sorts.
     """
-    window = iparams[s, IP_HAMPEL_WINDOW]
-    count = istate[s, IS_HAMPEL_COUNT]
-    pos = istate[s, IS_HAMPEL_POS]
+    window = ip[IP_HAMPEL_WINDOW]
+    count = ist[IS_HAMPEL_COUNT]
+    pos = ist[IS_HAMPEL_POS]
     spike = False
     if count == window:
-        centre = median_of_sorted(ordered, s, count)
+        centre = median_of_sorted(ordered, count)
         deviation = abs(x - centre)
-        k = fparams[s, FP_HAMPEL_K]
+        k = fp[FP_HAMPEL_K]
         # A flat integer signal has MAD 0: the floor keeps its single-unit steps from being spikes.
-        floor = fparams[s, FP_HAMPEL_FLOOR]
+        floor = fp[FP_HAMPEL_FLOOR]
         # The scale is never below the floor, so within k * floor no MAD is needed (the usual case;
         # rounding is monotonic, so the shortcut cannot change a flag).
         if deviation > k * floor:
-            scale = max(MAD_TO_SIGMA * mad_of_sorted(ordered, s, count, centre), floor)
+            scale = max(MAD_TO_SIGMA * mad_of_sorted(ordered, count, centre), floor)
             spike = deviation > k * scale
-        sorted_replace(ordered, s, count, ring[s, pos], x)
+        sorted_replace(ordered, count, ring[pos], x)
     else:
-        sorted_insert(ordered, s, count, x)
-        istate[s, IS_HAMPEL_COUNT] = count + 1
-    ring[s, pos] = x
+        sorted_insert(ordered, count, x)
+        ist[IS_HAMPEL_COUNT] = count + 1
+    ring[pos] = x
     # A compare instead of `% window`: an integer division per reading costs more than the rest.
     pos += 1
-    istate[s, IS_HAMPEL_POS] = 0 if pos == window else pos
+    ist[IS_HAMPEL_POS] = 0 if pos == window else pos
     return spike
 
 
-@njit(cache=True, nogil=True)
-def ewma(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, s: int, fparams: F64, iparams: I64, fstate: F64, istate: I64
-) -> int:
+@njit(cache=True, nogil=True, forceinline=True)
+def ewma(x: float, fp: F64, ip: I64, fs: F64, ist: I64) -> int:
     """EWMA z-score against the recent level, with warm-up and winsorised updates.
 
     The recursion is the exponentially weighted mean and variance of Finch (2009, "Incremental
     calculation of weighted mean and variance", section on exponentially weighted variance);
     during warm-up the weight is 1/(n + 1), a plain running mean, until it falls to `ewma_alpha`.
     """
-    count = istate[s, IS_EWMA_COUNT]
-    mean = fstate[s, FS_EWMA_MEAN]
-    var = fstate[s, FS_EWMA_VAR]
+    count = ist[IS_EWMA_COUNT]
+    mean = fs[FS_EWMA_MEAN]
+    var = fs[FS_EWMA_VAR]
     found = 0
-    if count >= iparams[s, IP_EWMA_WARMUP]:
-        sd = max(math.sqrt(var), fparams[s, FP_EWMA_SD_FLOOR])
+    if count >= ip[IP_EWMA_WARMUP]:
+        sd = max(math.sqrt(var), fp[FP_EWMA_SD_FLOOR])
         z = (x - mean) / sd
-        if z > fparams[s, FP_EWMA_Z_HIGH]:
+        if z > fp[FP_EWMA_Z_HIGH]:
             found = EWMA_HIGH
-        elif z < -fparams[s, FP_EWMA_Z_LOW]:
+        elif z < -fp[FP_EWMA_Z_LOW]:
             found = EWMA_LOW
         # Winsorising bounds the pull of one outlier on both the level and the variance.
-        low = mean - fparams[s, FP_EWMA_WINSOR_Z] * sd
-        high = mean + fparams[s, FP_EWMA_WINSOR_Z] * sd
+        low = mean - fp[FP_EWMA_WINSOR_Z] * sd
+        high = mean + fp[FP_EWMA_WINSOR_Z] * sd
         update = min(max(x, low), high)
-        weight = fparams[s, FP_EWMA_ALPHA]
+        weight = fp[FP_EWMA_ALPHA]
     else:
         update = x
-        weight = max(1.0 / (count + 1), fparams[s, FP_EWMA_ALPHA])
+        weight = max(1.0 / (count + 1), fp[FP_EWMA_ALPHA])
     delta = update - mean
-    fstate[s, FS_EWMA_MEAN] = mean + weight * delta
-    fstate[s, FS_EWMA_VAR] = (1.0 - weight) * (var + weight * delta * delta)
-    istate[s, IS_EWMA_COUNT] = count + 1
+    fs[FS_EWMA_MEAN] = mean + weight * delta
+    fs[FS_EWMA_VAR] = (1.0 - weight) * (var + weight * delta * delta)
+    ist[IS_EWMA_COUNT] = count + 1
     return found
 
 
 @njit(cache=True, nogil=True)
 def learn_baseline(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, ts: int, s: int, fparams: F64, iparams: I64, fstate: F64, istate: I64, buf: F64
+    x: float, ts: int, fp: F64, ip: I64, fs: F64, ist: I64, buf: F64
 ) -> None:
     """Collect the first N usable values; then baseline = median, sd = max(1.4826 * MAD, floor)."""
-    n = istate[s, IS_BASELINE_COUNT]
-    buf[s, n] = x
+    n = ist[IS_BASELINE_COUNT]
+    buf[n] = x
     n += 1
-    istate[s, IS_BASELINE_COUNT] = n
-    if n < iparams[s, IP_BASELINE_SAMPLES]:
+    ist[IS_BASELINE_COUNT] = n
+    if n < ip[IP_BASELINE_SAMPLES]:
         return
     # The buffer is scratch from here on: sort it in place, then overwrite it with deviations.
-    shell_sort(buf, s, n)
-    centre = median_of_sorted(buf, s, n)
+    shell_sort(buf, n)
+    centre = median_of_sorted(buf, n)
     for j in range(n):
-        buf[s, j] = abs(buf[s, j] - centre)
-    shell_sort(buf, s, n)
-    sd = MAD_TO_SIGMA * median_of_sorted(buf, s, n)
-    fstate[s, FS_BASELINE] = centre
-    fstate[s, FS_BASELINE_SD] = max(sd, fparams[s, FP_BASELINE_SD_FLOOR])
-    istate[s, IS_BASELINE_READY] = 1
-    istate[s, IS_BASELINE_AT_NS] = ts
+        buf[j] = abs(buf[j] - centre)
+    shell_sort(buf, n)
+    sd = MAD_TO_SIGMA * median_of_sorted(buf, n)
+    fs[FS_BASELINE] = centre
+    fs[FS_BASELINE_SD] = max(sd, fp[FP_BASELINE_SD_FLOOR])
+    ist[IS_BASELINE_READY] = 1
+    ist[IS_BASELINE_AT_NS] = ts
 
 
-@njit(cache=True, nogil=True)
-def cusum(x: float, s: int, fparams: F64, fstate: F64) -> int:
+@njit(cache=True, nogil=True, forceinline=True)
+def cusum(x: float, fp: F64, fs: F64) -> int:
     """Two-sided tabular CUSUM (Page 1954, Biometrika 41:100) of z = (x - baseline) / sd.
 
     Both sums are clamped to `cusum_clamp`, which bounds how long a flag outlives its excursion.
     """
-    z = (x - fstate[s, FS_BASELINE]) / fstate[s, FS_BASELINE_SD]
-    k = fparams[s, FP_CUSUM_K]
-    clamp = fparams[s, FP_CUSUM_CLAMP]
-    high = min(max(fstate[s, FS_CUSUM_HIGH] + z - k, 0.0), clamp)
-    low = min(max(fstate[s, FS_CUSUM_LOW] - z - k, 0.0), clamp)
-    fstate[s, FS_CUSUM_HIGH] = high
-    fstate[s, FS_CUSUM_LOW] = low
+    z = (x - fs[FS_BASELINE]) / fs[FS_BASELINE_SD]
+    k = fp[FP_CUSUM_K]
+    clamp = fp[FP_CUSUM_CLAMP]
+    high = min(max(fs[FS_CUSUM_HIGH] + z - k, 0.0), clamp)
+    low = min(max(fs[FS_CUSUM_LOW] - z - k, 0.0), clamp)
+    fs[FS_CUSUM_HIGH] = high
+    fs[FS_CUSUM_LOW] = low
     found = 0
-    if high > fparams[s, FP_CUSUM_H]:
+    if high > fp[FP_CUSUM_H]:
         found |= CUSUM_HIGH
-    if low > fparams[s, FP_CUSUM_H]:
+    if low > fp[FP_CUSUM_H]:
         found |= CUSUM_LOW
     return found
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def rate(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, ts: int, s: int, fparams: F64, iparams: I64, istate: I64, ring_ts: I64, ring: F64
+    x: float, ts: int, fp: F64, ip: I64, ist: I64, ring_ts: I64, ring: F64
 ) -> bool:
     """Change against the oldest value kept within the last `rate_window_ns` (by timestamps).
 
     The window holds at most RATE_CAPACITY values; beyond that the oldest is dropped.
     """
-    head = istate[s, IS_RATE_HEAD]
-    count = istate[s, IS_RATE_COUNT]
-    window_ns = iparams[s, IP_RATE_WINDOW_NS]
-    while count > 0 and ts - ring_ts[s, head] > window_ns:
+    head = ist[IS_RATE_HEAD]
+    count = ist[IS_RATE_COUNT]
+    window_ns = ip[IP_RATE_WINDOW_NS]
+    while count > 0 and ts - ring_ts[head] > window_ns:
         head = (head + 1) % RATE_CAPACITY
         count -= 1
     too_fast = False
     if count > 0:
-        too_fast = abs(x - ring[s, head]) > fparams[s, FP_RATE_DELTA]
+        too_fast = abs(x - ring[head]) > fp[FP_RATE_DELTA]
     if count == RATE_CAPACITY:
         head = (head + 1) % RATE_CAPACITY
         count -= 1
     tail = (head + count) % RATE_CAPACITY
-    ring_ts[s, tail] = ts
-    ring[s, tail] = x
-    istate[s, IS_RATE_HEAD] = head
-    istate[s, IS_RATE_COUNT] = count + 1
+    ring_ts[tail] = ts
+    ring[tail] = x
+    ist[IS_RATE_HEAD] = head
+    ist[IS_RATE_COUNT] = count + 1
     return too_fast
 
 
-@njit(cache=True, nogil=True)
-def flatline(  # noqa: PLR0917 - numba has no keyword-only arguments
-    x: float, ts: int, s: int, iparams: I64, fstate: F64, istate: I64
-) -> bool:
+@njit(cache=True, nogil=True, forceinline=True)
+def flatline(x: float, ts: int, ip: I64, fs: F64, ist: I64) -> bool:
     """True once the value has stayed identical for longer than `flatline_ns`."""
-    if istate[s, IS_FLAT_SET] == 1 and x == fstate[s, FS_FLAT_VALUE]:
-        return bool(ts - istate[s, IS_FLAT_START_NS] > iparams[s, IP_FLATLINE_NS])
-    fstate[s, FS_FLAT_VALUE] = x
-    istate[s, IS_FLAT_START_NS] = ts
-    istate[s, IS_FLAT_SET] = 1
+    if ist[IS_FLAT_SET] == 1 and x == fs[FS_FLAT_VALUE]:
+        return bool(ts - ist[IS_FLAT_START_NS] > ip[IP_FLATLINE_NS])
+    fs[FS_FLAT_VALUE] = x
+    ist[IS_FLAT_START_NS] = ts
+    ist[IS_FLAT_SET] = 1
     return False
 
 
-@njit(cache=True, nogil=True)
-def ordering(ts: int, s: int, iparams: I64, istate: I64) -> int:
+@njit(cache=True, nogil=True, forceinline=True)
+def ordering(ts: int, ip: I64, ist: I64) -> int:
     """OUT_OF_ORDER for a timestamp not after the last one; DROPOUT after a long gap."""
-    seen = istate[s, IS_SEEN]
-    if seen > 0 and ts <= istate[s, IS_LAST_TS]:
+    seen = ist[IS_SEEN]
+    if seen > 0 and ts <= ist[IS_LAST_TS]:
         return OUT_OF_ORDER
     found = 0
     if (
-        (iparams[s, IP_DETECTORS] & DETECT_DROPOUT) != 0
+        (ip[IP_DETECTORS] & DETECT_DROPOUT) != 0
         and seen > 0
-        and ts - istate[s, IS_LAST_TS] > iparams[s, IP_DROPOUT_NS]
+        and ts - ist[IS_LAST_TS] > ip[IP_DROPOUT_NS]
     ):
         found = DROPOUT
-    istate[s, IS_LAST_TS] = ts
-    istate[s, IS_SEEN] = seen + 1
+    ist[IS_LAST_TS] = ts
+    ist[IS_SEEN] = seen + 1
     return found
 
 
+@njit(cache=True, nogil=True, forceinline=True)
+def first_invalid(series: I64, ts_ns: I64, series_count: int) -> int:
+    """Index of the first reading with a negative timestamp or an unknown series, else -1."""
+    bad = False
+    for i in range(series.shape[0]):
+        # ORs with no early exit let LLVM vectorise the pass; the index is looked for after a hit.
+        bad |= (ts_ns[i] < 0) | (series[i] < 0) | (series[i] >= series_count)
+    if not bad:
+        return -1
+    for i in range(series.shape[0]):
+        if ts_ns[i] < 0 or series[i] < 0 or series[i] >= series_count:
+            return i
+    return -1
+
+
 @njit(cache=True, nogil=True)
-def process(readings: Readings, params: Params, state: State, out: U32) -> None:
+def process(readings: Readings, series_count: int, params: Params, state: State, out: U32) -> int:
     """Run every enabled detector over the readings in order and write their flags to `out`.
 
-    Unusable readings (flags.UNUSABLE) feed no statistical detector, so a NaN never reaches any
-    state; a SPIKE is an artifact that feeds only the Hampel window.
+    Returns -1, or the index of the first reading with a negative timestamp or a series id not
+    below `series_count` (the rows registered), in which case nothing was processed. Unusable
+    readings (flags.UNUSABLE) feed no statistical detector, so a NaN never reaches any state; a
+    SPIKE is an artifact that feeds only the Hampel window.
     """
     series, ts_ns, values, quality = readings
     fparams, iparams, sentinels = params
+    invalid = first_invalid(series, ts_ns, series_count)
+    if invalid >= 0:
+        return invalid
     fstate, istate, hampel_ring, hampel_sorted, baseline_buf, rate_ts, rate_values = state
     for i in range(series.shape[0]):
         s = series[i]
         ts = ts_ns[i]
         x = values[i]
-        found = ordering(ts, s, iparams, istate)
-        found |= plausibility(x, quality[i], s, fparams, iparams, sentinels)
+        # One row view per table: each detector then reads its columns at fixed offsets.
+        fp = fparams[s]
+        ip = iparams[s]
+        fs = fstate[s]
+        ist = istate[s]
+        found = ordering(ts, ip, ist)
+        found |= plausibility(x, quality[i], fp, ip, sentinels[s])
         if found & UNUSABLE:
             out[i] = found
             continue
-        detectors = iparams[s, IP_DETECTORS]
+        detectors = ip[IP_DETECTORS]
         use_hampel = (detectors & DETECT_HAMPEL) != 0
         use_ewma = (detectors & DETECT_EWMA) != 0
         use_cusum = (detectors & DETECT_CUSUM) != 0
         if (
-            (use_hampel and istate[s, IS_HAMPEL_COUNT] < iparams[s, IP_HAMPEL_WINDOW])
-            or (use_ewma and istate[s, IS_EWMA_COUNT] < iparams[s, IP_EWMA_WARMUP])
-            or (use_cusum and istate[s, IS_BASELINE_READY] == 0)
+            (use_hampel and ist[IS_HAMPEL_COUNT] < ip[IP_HAMPEL_WINDOW])
+            or (use_ewma and ist[IS_EWMA_COUNT] < ip[IP_EWMA_WARMUP])
+            or (use_cusum and ist[IS_BASELINE_READY] == 0)
         ):
             found |= WARMUP
-        if use_hampel and hampel(x, s, fparams, iparams, istate, hampel_ring, hampel_sorted):
+        if use_hampel and hampel(x, fp, ip, ist, hampel_ring[s], hampel_sorted[s]):
             out[i] = found | SPIKE
             continue
         if use_ewma:
-            found |= ewma(x, s, fparams, iparams, fstate, istate)
+            found |= ewma(x, fp, ip, fs, ist)
         if use_cusum:
-            if istate[s, IS_BASELINE_READY] == 1:
-                found |= cusum(x, s, fparams, fstate)
+            if ist[IS_BASELINE_READY] == 1:
+                found |= cusum(x, fp, fs)
             else:
-                learn_baseline(x, ts, s, fparams, iparams, fstate, istate, baseline_buf)
-        if (detectors & DETECT_RATE) != 0 and rate(
-            x, ts, s, fparams, iparams, istate, rate_ts, rate_values
-        ):
+                learn_baseline(x, ts, fp, ip, fs, ist, baseline_buf[s])
+        if (detectors & DETECT_RATE) != 0 and rate(x, ts, fp, ip, ist, rate_ts[s], rate_values[s]):
             found |= RATE_HIGH
-        if (detectors & DETECT_FLATLINE) != 0 and flatline(x, ts, s, iparams, fstate, istate):
+        if (detectors & DETECT_FLATLINE) != 0 and flatline(x, ts, ip, fs, ist):
             found |= FLATLINE
         out[i] = found
+    return -1
 
 
 ENTRY_KERNELS: Final = {"process": process}

@@ -21,6 +21,16 @@ def _run(engine: AlertEngine, series: list[tuple[float, float]]) -> list[AlertEv
     return [event for t, v in series for event in _spo2(engine, t, v)]
 
 
+def _heart_rate(engine: AlertEngine, values: list[float], flags: int = 0) -> list[AlertEvent]:
+    """One heart-rate reading a second from T0, all with the same filter flags."""
+    code = by_name("heart_rate").code
+    return [
+        event
+        for second, value in enumerate(values)
+        for event in engine.observe(Reading(D, P, "hr-strap", code, T0 + second * S, value), flags)
+    ]
+
+
 def test_desaturation_raises_only_after_15_s_and_clears_with_hysteresis() -> None:
     engine = AlertEngine()
     low = [(float(t), 88.0) for t in range(0, 20)]
@@ -73,3 +83,40 @@ def test_silent_device_raises_and_clears_on_next_reading() -> None:
         ("device_silent", "cleared", raised[0].alert_id)
     ]
     assert engine.open_alerts() == 0
+
+
+def test_a_high_heart_rate_confirmed_by_the_cusum_raises_after_10_s_else_after_20_s() -> None:
+    confirmed = _heart_rate(AlertEngine(), [140.0] * 30, fl.CUSUM_HIGH)
+    assert [(e.kind, e.ts_ns) for e in confirmed] == [("heart_rate_high", T0 + 10 * S)]
+    # Near the patient's own baseline the CUSUM stays quiet and the full delay applies.
+    unconfirmed = _heart_rate(AlertEngine(), [140.0] * 30)
+    assert [(e.kind, e.ts_ns) for e in unconfirmed] == [("heart_rate_high", T0 + 20 * S)]
+
+
+def test_a_low_heart_rate_confirmed_by_the_cusum_raises_after_10_s() -> None:
+    events = _heart_rate(AlertEngine(), [35.0] * 20, fl.CUSUM_LOW)
+    assert [(e.kind, e.ts_ns) for e in events] == [("heart_rate_low", T0 + 10 * S)]
+    # The opposite CUSUM flag confirms nothing about a low rate: the full 15 s.
+    events = _heart_rate(AlertEngine(), [35.0] * 20, fl.CUSUM_HIGH)
+    assert [(e.kind, e.ts_ns) for e in events] == [("heart_rate_low", T0 + 15 * S)]
+
+
+def test_an_irregular_rate_mostly_above_the_limit_still_raises() -> None:
+    # Every fourth second dips below 130, as the scatter of atrial fibrillation does. Time below
+    # the limit is debited instead of restarting the delay: each 4 s nets 2 s held, and the
+    # 20 s are reached at 38 s (held 2 s at t = 2, 4 s at t = 6, ...).
+    values = [125.0 if second % 4 == 3 else 145.0 for second in range(60)]
+    events = _heart_rate(AlertEngine(), values)
+    assert [(e.kind, e.ts_ns) for e in events] == [("heart_rate_high", T0 + 38 * S)]
+
+
+def test_a_rate_above_the_limit_half_the_time_or_less_never_raises() -> None:
+    values = [135.0 if second % 2 == 0 else 125.0 for second in range(600)]
+    assert _heart_rate(AlertEngine(), values, fl.CUSUM_HIGH) == []
+
+
+def test_a_desaturation_with_one_reading_above_90_restarts_the_15_s_delay() -> None:
+    engine = AlertEngine()
+    series = [(float(t), 91.0 if t == 10 else 88.0) for t in range(0, 30)]
+    events = _run(engine, series)
+    assert [(e.kind, e.ts_ns) for e in events] == [("spo2_low", T0 + 26 * S)]

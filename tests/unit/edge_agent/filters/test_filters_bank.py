@@ -100,6 +100,29 @@ def test_an_empty_call_changes_nothing(bank: FilterBank) -> None:
     assert bank.snapshot(series).samples_seen == 0
 
 
+@pytest.mark.parametrize(
+    ("ts_ns", "ids", "argument", "index"),
+    [
+        ([T0, T0 + S, -1, T0 + 3 * S], [0, 1, 0, 1], "ts_ns", 2),
+        ([T0, T0 + S, T0 + 2 * S, T0 + 3 * S], [0, 1, 2, 1], "series", 2),
+        ([T0, T0 + S, T0 + 2 * S, -1], [0, 1, -1, 1], "ts_ns", 3),
+    ],
+)
+def test_a_chunk_the_kernel_rejects_changes_no_state(
+    bank: FilterBank, ts_ns: list[int], ids: list[int], argument: str, index: int
+) -> None:
+    first = bank.series_id("hr-01", "heart_rate")
+    second = bank.series_id("ox-01", "spo2")
+    values = np.array([70.0, 97.0, 71.0, 96.0])
+    with pytest.raises(FilterInputError) as caught:
+        bank.process(
+            np.array(ids, np.int64), np.array(ts_ns, np.int64), values, np.zeros(4, np.uint32)
+        )
+    assert (caught.value.argument, caught.value.index) == (argument, index)
+    assert bank.snapshot(first).samples_seen == 0
+    assert bank.snapshot(second).samples_seen == 0
+
+
 def test_read_only_and_strided_inputs_are_copied_into_the_kernel_layout() -> None:
     values = np.arange(10, dtype=np.float64)
     values.flags.writeable = False
