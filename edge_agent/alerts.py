@@ -190,6 +190,16 @@ class AlertEngine:
         for rule in self.rules:
             self._by_metric.setdefault(rule.metric, []).append(rule)
 
+    def open_alert_keys(self) -> list[tuple[str, str, str]]:
+        """(patient, device, kind) of every alert raised and not yet cleared."""
+        raised = [key for key, state in self._state.items() if state.alert_id is not None]
+        raised += [
+            (patient, device, "device_silent")
+            for (patient, device), silence in self._silence.items()
+            if silence.alert_id is not None
+        ]
+        return sorted(raised)
+
     def _technical_open(self, patient: str, device: str) -> bool:
         if self._technical.get((patient, device)):
             return True

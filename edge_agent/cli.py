@@ -3,39 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge_agent.config import AgentConfig, SimulationSettings, load_agent_config
+from edge_agent.cli_pair import app as pair_app
+from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.detect import DetectionStage
 from edge_agent.devices import decode as decode_payload
 from edge_agent.devices import resolve_characteristic
 from edge_agent.devices import to_json_dict as gatt_json
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgeAgentError, sole_error
 from edge_agent.filters import FilterError, load_presets, warm_up
+from edge_agent.hardware import open_hardware, registry_sources
 from edge_agent.journal import IntakeJournal
 from edge_agent.pipeline import AgentPipeline, PipelineStats
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 from edge_agent.publisher import Publisher
+from edge_agent.registry import REGISTRY_FILE, Registry
 from edge_agent.replay import alert_row
 from edge_agent.replay import replay as run_replay
 from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
 from edge_agent.sources.serial import SerialKind, SerialSettings, SerialSource
 from edge_agent.spool import Spool
-
-if TYPE_CHECKING:
-    from firmware_sims.ward import SimulatedWard
+from edge_agent.status import STATUS_FILE, StatusError, read_status
 
 _LOGGER = logging.getLogger(__name__)
 BASELINES = "baselines.json"
@@ -54,6 +54,7 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning
 
 config_app = typer.Typer(help="Check the agent's configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(pair_app, name="pair")
 
 
 @app.callback()
@@ -67,6 +68,8 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 async def _run_agent(config: AgentConfig) -> PipelineStats:
+    master_secret = config.master_secret()
+    registry = Registry(config.gateway.state_dir / REGISTRY_FILE, master_secret)
     sources: list[Source] = [
         SerialSource(
             device.label,
@@ -78,55 +81,28 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
         )
         for device in config.serial
     ]
-    async with contextlib.AsyncExitStack() as hardware:
+    async with open_hardware(config) as (hardware, ward):
         quiesce: Callable[[], Awaitable[None]] | None = None
-        if config.simulation is not None:
-            ward = await hardware.enter_async_context(
-                _simulated_hardware(config.simulation, config.gateway.state_dir)
-            )
+        if ward is not None:
             sources.extend(ward.sources())
             quiesce = ward.quiesce
+        sources.extend(registry_sources(registry, hardware))
         if not sources:
-            msg = f"{config.source_file}: no device sources configured"
+            msg = (
+                f"{config.source_file}: no device sources: bind one with `edge-agent pair add`, "
+                "add a [[serial]] section, or a [simulation] section for simulated hardware"
+            )
             raise EdgeAgentError(msg)
-        return await _run_pipeline(config, sources, quiesce)
-
-
-@contextlib.asynccontextmanager
-async def _simulated_hardware(
-    simulation: SimulationSettings, state_dir: Path
-) -> AsyncIterator[SimulatedWard]:
-    """The documented switch to simulated hardware (README "Simulated hardware").
-
-    The simulators live in firmware_sims and are imported only when a config asks for them;
-    the agent's BLE and serial sources are the real ones, pointed at a simulated radio and at
-    pseudo-terminals.
-    """
-    from firmware_sims.ledger import Ledger  # noqa: PLC0415 - only when simulating
-    from firmware_sims.ward import SimulatedWard, WardSettings  # noqa: PLC0415
-
-    settings = WardSettings(
-        patients=simulation.patients,
-        seed=simulation.seed,
-        interval_scale=simulation.interval_scale,
-        events_per_hour=simulation.events_per_hour,
-        scripted_event=simulation.scripted_event,
-        implant_receivers=simulation.implant_receivers,
-        bedside_monitors=simulation.bedside_monitors,
-    )
-    with Ledger(simulation.ledger_file) as ledger:
-        ward = SimulatedWard(settings, ports_dir=state_dir / "sim-ports", ledger=ledger)
-        async with ward.powered():
-            yield ward
+        return await _run_pipeline(config, master_secret, sources, quiesce)
 
 
 async def _run_pipeline(
     config: AgentConfig,
+    master_secret: bytes,
     sources: list[Source],
     quiesce: Callable[[], Awaitable[None]] | None,
 ) -> PipelineStats:
     counter = SequenceCounter(config.gateway.state_dir / f"seq-{config.gateway.gateway_id}.json")
-    master_secret = config.master_secret()
     sealer = Sealer(master_secret, config.gateway.gateway_id, counter)
     _LOGGER.info(
         "agent %s starting: %d sources, key epoch %d",
@@ -189,6 +165,7 @@ async def _run_pipeline(
                 baselines_file=config.gateway.state_dir / BASELINES,
                 journal=journal,
                 recovered=recovered,
+                status_file=config.gateway.state_dir / STATUS_FILE,
             )
             return await pipeline.run(stop)
     finally:
@@ -210,8 +187,65 @@ def run(
         stats = asyncio.run(_run_agent(settings))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
+    except BaseExceptionGroup as group:
+        # An error of ours raised inside the (simulated) hardware's task groups.
+        error = sole_error(group)
+        if isinstance(error, EdgeAgentError):
+            raise _fail(error) from None
+        raise
     if stats.frames_left_spooled:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("configs/agent.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What the running agent is doing: devices, alerts, spool, broker link and counters."""
+    try:
+        settings = load_agent_config(config)
+        document = read_status(settings.gateway.state_dir / STATUS_FILE)
+    except StatusError as exc:
+        _err.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(code=1) from None
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(document))
+        return
+    spool, broker = document["spool"], document["broker"]
+    _out.print(
+        f"agent {document['gateway']} {document['state']} for {document['uptime_s']:.0f} s; "
+        f"broker {'connected' if broker['connected'] else 'NOT connected'}, last PUBACK "
+        f"{_age(broker['last_puback_age_s'])} ago, publish lag {_age(broker['publish_lag_s'])}; "
+        f"spool {spool['frames']} frames / {spool['bytes']} bytes, oldest unsent "
+        f"{_age(spool['oldest_unsent_age_s'])}"
+    )
+    table = Table(title="devices")
+    for column in ("device", "patient", "kind", "link", "last reading", "age"):
+        table.add_column(column)
+    for row in document["devices"]:
+        last = "-" if row["last_metric"] is None else f"{row['last_metric']} {row['last_value']:g}"
+        table.add_row(
+            row["device"][:8],
+            row["patient"][:8],
+            row["kind"],
+            row["link"],
+            last,
+            _age(row["last_reading_age_s"]),
+        )
+    _out.print(table)
+    for alert in document["alerts_open"]:
+        _out.print(
+            f"[bold]alert open[/]: {alert['kind']} (patient {alert['patient'][:8]}, "
+            f"device {alert['device'][:8]})"
+        )
+    _out.print(" ".join(f"{key}={value}" for key, value in document["counters"].items()))
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:g} s"
 
 
 @app.command()

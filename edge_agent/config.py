@@ -185,7 +185,8 @@ MAX_SIMULATED_PATIENTS: Final = 64
 def _simulation(table: Table | None) -> SimulationSettings | None:
     if table is None:
         return None
-    patients = table.integer("patients", low=1, high=MAX_SIMULATED_PATIENTS)
+    # 0: no simulated ward, only unbound simulated devices to pair through the registry.
+    patients = table.integer("patients", low=0, high=MAX_SIMULATED_PATIENTS)
     settings = SimulationSettings(
         patients=patients,
         seed=table.integer("seed", 1),

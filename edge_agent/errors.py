@@ -33,3 +33,11 @@ class TransportError(EdgeAgentError):
         super().__init__(f"transport: {reason} (retry in {retry_after_s:.1f} s)")
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+def sole_error(exc: BaseException) -> BaseException:
+    """The one error inside nested exception groups (TaskGroups wrap what their body raises);
+    `exc` itself when it is not a group or holds several."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

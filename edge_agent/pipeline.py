@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +23,14 @@ from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
 from edge_agent.sources import Reading, Source
 from edge_agent.spool import Priority, Spool, SpooledFrame
+from edge_agent.status import (
+    STATUS_INTERVAL_S,
+    LastReading,
+    device_rows,
+    devices,
+    note_reading,
+    write_status,
+)
 
 _LOGGER = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
@@ -67,6 +77,7 @@ class AgentPipeline:
         baselines_file: Path | None = None,
         journal: IntakeJournal | None = None,
         recovered: Sequence[Reading] = (),
+        status_file: Path | None = None,
     ) -> None:
         self._settings = settings
         self._spool_settings = spool_settings
@@ -97,6 +108,11 @@ class AgentPipeline:
         self._journal = journal
         self._recovered = list(recovered)
         self._taken_seq = journal.run_first_seq - 1 if journal is not None else 0
+        self._status_file = status_file
+        self._last_readings: dict[str, LastReading] = {}
+        self._started_ns = time.time_ns()
+        self._state = "running"
+        self._publish_lag_s: float | None = None
 
     async def _emit(self, reading: Reading) -> None:
         if self._journal is not None:
@@ -109,6 +125,7 @@ class AgentPipeline:
                     _LOGGER.error(  # noqa: TRY400 - the message says it all; no traceback
                         "%s (%d readings unjournaled)", exc, self.stats.journal_errors
                     )
+        note_reading(self._last_readings, reading)
         # Backpressure: a full queue makes the source wait (sources at the edge of the world
         # drop-oldest in their own callbacks and count it).
         await self._readings.put(reading)
@@ -217,6 +234,54 @@ class AgentPipeline:
             if self._journal is not None:
                 self._journal.release(self._spool.committed_journal_seq)
 
+    async def _status_loop(self) -> None:
+        while True:
+            await self._write_status()
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _write_status(self) -> None:
+        if self._status_file is None:
+            return
+        spool = await asyncio.to_thread(self._spool.stats)
+        now_ns = time.time_ns()
+        engine = self._detection.engine if self._detection is not None else None
+        document = {
+            "written_ns": now_ns,
+            "gateway": self._gateway_id,
+            "pid": os.getpid(),
+            "state": self._state,
+            "uptime_s": round((now_ns - self._started_ns) / 1e9, 1),
+            "devices": device_rows(devices(self._sources, self._last_readings)),
+            "alerts_open": [
+                {"patient": p, "device": d, "kind": k}
+                for p, d, k in (engine.open_alert_keys() if engine is not None else [])
+            ],
+            "spool": {
+                "frames": spool.frames,
+                "bytes": spool.bytes,
+                "oldest_unsent_age_s": None
+                if spool.oldest_created_ns is None
+                else round((now_ns - spool.oldest_created_ns) / 1e9, 1),
+                "evicted_frames": spool.evicted_frames,
+                "evicted_readings": spool.evicted_readings,
+            },
+            "broker": {
+                "connected": self._publisher.connected,
+                "last_puback_age_s": None
+                if self._publisher.last_puback_ns is None
+                else round((now_ns - self._publisher.last_puback_ns) / 1e9, 1),
+                "publish_lag_s": None
+                if self._publish_lag_s is None
+                else round(self._publish_lag_s, 3),
+                "connections": self._publisher.connections_total,
+            },
+            "counters": dataclasses.asdict(self.stats),
+        }
+        try:
+            await asyncio.to_thread(write_status, self._status_file, document)
+        except OSError as exc:
+            _LOGGER.warning("cannot write the status file: %s", exc.strerror)
+
     async def _pick(self) -> SpooledFrame | None:
         """Next frame to publish: live first, then backlog at its rate; None when drained."""
         async with self._pick_lock:
@@ -248,6 +313,7 @@ class AgentPipeline:
         while (frame := await self._pick()) is not None:
             try:
                 await self._publisher.publish(frame.topic, frame.envelope)
+                self._publish_lag_s = (time.time_ns() - frame.created_ns) / 1e9
                 await asyncio.to_thread(self._spool.delete, frame.id)
             finally:
                 self._inflight.discard(frame.id)
@@ -259,6 +325,7 @@ class AgentPipeline:
         async with asyncio.TaskGroup() as group:
             framer_task = group.create_task(self._frame_loop(), name="agent.framer")
             commit_task = group.create_task(self._commit_loop(), name="agent.spool-commit")
+            status_task = group.create_task(self._status_loop(), name="agent.status")
             workers = [
                 group.create_task(self._publish_worker(), name=f"agent.publisher[{n}]")
                 for n in range(self._spool_settings.inflight_window)
@@ -274,6 +341,7 @@ class AgentPipeline:
                 for source in self._sources
             ]
             await stop.wait()
+            self._state = "draining"
             _LOGGER.info("stopping %d sources, then draining", len(self._sources))
             for source in self._sources:
                 source.stop()
@@ -282,12 +350,14 @@ class AgentPipeline:
             _done, pending = await asyncio.wait(
                 [framer_task, *workers], timeout=self._settings.drain_timeout_s
             )
-            for task in (*pending, commit_task):
+            for task in (*pending, commit_task, status_task):
                 task.cancel()
         await asyncio.to_thread(self._spool.flush)
         if self._journal is not None:
             self._journal.close(self._spool.committed_journal_seq)
         self.stats.frames_left_spooled = (await asyncio.to_thread(self._spool.stats)).frames
+        self._state = "stopped"
+        await self._write_status()
         if self.stats.frames_left_spooled:
             _LOGGER.error(
                 "drain stopped after %.0f s: %d frames stay spooled for the next start",

@@ -59,6 +59,10 @@ class Publisher:
         self.connections_total = 0
         self.last_puback_ns: int | None = None
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "gateway": self._gateway_id}).encode()
 

@@ -27,7 +27,12 @@ from edge_agent.sources import Source
 from edge_agent.sources.ble import BleManager, BleSettings, BondedDevice
 from edge_agent.sources.serial import SerialKind, SerialSource
 from firmware_sims.ble.backend import SimulatedRadio
-from firmware_sims.ble.peripherals import SentValue
+from firmware_sims.ble.peripherals import (
+    PERIPHERAL_KINDS,
+    HealthPeripheral,
+    SentValue,
+    simulated_address,
+)
 from firmware_sims.events import EventSchedule
 from firmware_sims.ledger import Identity, Ledger, LedgerEntry
 from firmware_sims.patient import SimulatedPatient, mint_token
@@ -155,6 +160,10 @@ class SimulatedWard:
                 self.radio.add(device.peripheral)
             self.patients.append(patient)
         self.serial: list[SerialSim] = []
+        self.bench: list[HealthPeripheral] = []
+        if settings.patients == 0:
+            self._bench_kit(ports_dir)
+            return
         if settings.implant_receivers or settings.bedside_monitors:
             ports_dir.mkdir(parents=True, exist_ok=True)
         count = settings.patients
@@ -164,6 +173,31 @@ class SimulatedWard:
             self.serial.append(self._serial_sim(patient, SerialKind.IMPLANT, ports_dir))
         for patient in monitors:
             self.serial.append(self._serial_sim(patient, SerialKind.MONITOR, ports_dir))
+
+    def _bench_kit(self, ports_dir: Path) -> None:
+        """Unbound devices for pairing: one of every BLE model, an implant receiver and a
+        bedside monitor; what the agent reads is up to the device registry."""
+        for number, kind in enumerate(sorted(PERIPHERAL_KINDS), start=1):
+            peripheral = PERIPHERAL_KINDS[kind](
+                simulated_address(0, number), seed=self.settings.seed
+            )
+            self.bench.append(self.radio.add(peripheral))
+        ports_dir.mkdir(parents=True, exist_ok=True)
+        for kind in (SerialKind.IMPLANT, SerialKind.MONITOR):
+            short = "implant" if kind is SerialKind.IMPLANT else "monitor"
+            self.serial.append(
+                SerialSim(
+                    label=f"{short}-bench",
+                    kind=kind,
+                    device=ImplantReceiverSim(self.settings.seed)
+                    if kind is SerialKind.IMPLANT
+                    else BedsideMonitorSim(self.settings.seed),
+                    port=PtyPort(ports_dir / f"{short}-00"),
+                    device_token="",
+                    patient_token="",
+                    interval_s=SERIAL_INTERVAL_S[kind] * self.settings.interval_scale,
+                )
+            )
 
     def _serial_sim(
         self, patient: SimulatedPatient, kind: SerialKind, ports_dir: Path
@@ -207,8 +241,8 @@ class SimulatedWard:
 
     def _serial_tap(self, sim: SerialSim) -> Callable[[Sent], None]:
         def tap(sent: Sent) -> None:
-            if not sent.intact:
-                return
+            if not sent.intact or not sim.patient_token:
+                return  # bench devices are bound through the registry, not the ledger
             record: _ReportsReadings = sent.record  # type: ignore[assignment]
             for metric, ts_ns, value in record.readings():
                 self._tap.record(
@@ -248,6 +282,8 @@ class SimulatedWard:
                 )
             )
         for sim in self.serial:
+            if not sim.patient_token:
+                continue  # a bench device: read only once the registry binds it
             reader = SerialSource(
                 sim.label,
                 sim.port.path,
@@ -302,6 +338,8 @@ class SimulatedWard:
         read: BLE values are in the central's queue once delivered, serial bytes once the
         pseudo-terminal's input queue is empty.
         """
+        for peripheral in self.bench:
+            peripheral.halt()
         for patient in self.patients:
             for device in patient.devices:
                 device.peripheral.halt()

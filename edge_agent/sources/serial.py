@@ -210,6 +210,14 @@ class SerialSource:
         return f"serial.{self.kind.value}[{self._label}]"
 
     @property
+    def device_token(self) -> str:
+        return self._device_token
+
+    @property
+    def patient_token(self) -> str:
+        return self._patient_token
+
+    @property
     def is_open(self) -> bool:
         return self._port is not None
 

@@ -1,0 +1,117 @@
+"""Where the agent's device paths lead: the real adapter and serial ports, or simulated hardware.
+
+A `[simulation]` section in the config is the documented switch (README "Simulated hardware"):
+the agent's own BLE and serial sources are then pointed at the simulators' bleak backend and at
+pseudo-terminals. The simulators live in `firmware_sims` and are imported only then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+
+from edge_agent.config import AgentConfig, SimulationSettings
+from edge_agent.registry import Registry
+from edge_agent.sources import Source
+from edge_agent.sources.ble import BleManager, BondedDevice
+from edge_agent.sources.serial import SerialKind, SerialSource
+
+if TYPE_CHECKING:
+    from firmware_sims.ward import SimulatedWard
+
+BY_ID_DIR: Final = Path("/dev/serial/by-id")
+
+
+@dataclass(slots=True)
+class Hardware:
+    """The radio backends (None: the system's BlueZ) and the serial ports present."""
+
+    client_backend: type[BaseBleakClient] | None = None
+    scanner_backend: type[BaseBleakScanner] | None = None
+    serial_ports: list[Path] = field(default_factory=list)
+
+
+def serial_ports() -> list[Path]:
+    """The stable by-id links udev makes for USB serial adapters (empty when there are none)."""
+    with contextlib.suppress(OSError):
+        return sorted(BY_ID_DIR.iterdir())
+    return []
+
+
+@contextlib.asynccontextmanager
+async def open_hardware(
+    config: AgentConfig,
+) -> AsyncIterator[tuple[Hardware, SimulatedWard | None]]:
+    """The hardware for this config, powered for as long as the context lasts."""
+    if config.simulation is None:
+        yield Hardware(serial_ports=serial_ports()), None
+        return
+    async with _simulated(config.simulation, config.gateway.state_dir) as ward:
+        ports = [sim.port.path.absolute() for sim in ward.serial if not sim.patient_token]
+        backends = ward.radio.client_backend, ward.radio.scanner_backend
+        yield Hardware(*backends, serial_ports=ports), ward
+
+
+@contextlib.asynccontextmanager
+async def _simulated(
+    simulation: SimulationSettings, state_dir: Path
+) -> AsyncIterator[SimulatedWard]:
+    from firmware_sims.ledger import Ledger  # noqa: PLC0415 - only when simulating
+    from firmware_sims.ward import SimulatedWard, WardSettings  # noqa: PLC0415
+
+    settings = WardSettings(
+        patients=simulation.patients,
+        seed=simulation.seed,
+        interval_scale=simulation.interval_scale,
+        events_per_hour=simulation.events_per_hour,
+        scripted_event=simulation.scripted_event,
+        implant_receivers=simulation.implant_receivers,
+        bedside_monitors=simulation.bedside_monitors,
+    )
+    with Ledger(simulation.ledger_file) as ledger:
+        ward = SimulatedWard(settings, ports_dir=state_dir / "sim-ports", ledger=ledger)
+        async with ward.powered():
+            yield ward
+
+
+def registry_sources(registry: Registry, hardware: Hardware) -> list[Source]:
+    """Sources for the registry's active bindings: one BLE manager (one adapter) and a serial
+    source per bound port."""
+    sources: list[Source] = []
+    bonded = [
+        BondedDevice(
+            address=b.address,
+            device_token=b.device_token,
+            patient_token=b.patient_token,
+            device_kind=b.kind,
+            expected_interval_s=b.expected_interval_s,
+        )
+        for b in registry.active()
+        if b.transport == "ble"
+    ]
+    if bonded:
+        sources.append(
+            BleManager(
+                bonded,
+                client_backend=hardware.client_backend,
+                scanner_backend=hardware.scanner_backend,
+            )
+        )
+    sources.extend(
+        SerialSource(
+            b.log_name,
+            b.address,
+            SerialKind(b.kind),
+            device_token=b.device_token,
+            patient_token=b.patient_token,
+        )
+        for b in registry.active()
+        if b.transport == "serial"
+    )
+    return sources
