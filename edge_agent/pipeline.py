@@ -24,10 +24,12 @@ from edge_agent.sealer import Sealer
 from edge_agent.sources import Reading, Source
 from edge_agent.spool import Priority, Spool, SpooledFrame
 from edge_agent.status import (
+    HEALTH_INTERVAL_S,
     STATUS_INTERVAL_S,
     LastReading,
     device_rows,
     devices,
+    health_records,
     note_reading,
     write_status,
 )
@@ -235,9 +237,21 @@ class AgentPipeline:
                 self._journal.release(self._spool.committed_journal_seq)
 
     async def _status_loop(self) -> None:
+        health_due = time.monotonic() + HEALTH_INTERVAL_S / 6
         while True:
             await self._write_status()
+            if time.monotonic() >= health_due:
+                await self._send_health()
+                health_due = time.monotonic() + HEALTH_INTERVAL_S
             await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _send_health(self) -> None:
+        """Each device's link, battery, signal, interval and error count, as a frame of its own."""
+        now_ns = time.time_ns()
+        records = health_records(devices(self._sources, self._last_readings), now_ns)
+        if records:
+            frame = Frame(self._gateway_id, now_ns, statuses=records)
+            await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
 
     async def _write_status(self) -> None:
         if self._status_file is None:
@@ -341,6 +355,8 @@ class AgentPipeline:
                 for source in self._sources
             ]
             await stop.wait()
+            # The devices' last health goes out with the drain, while their links are still up.
+            await self._send_health()
             self._state = "draining"
             _LOGGER.info("stopping %d sources, then draining", len(self._sources))
             for source in self._sources:

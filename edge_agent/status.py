@@ -17,13 +17,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol import by_code
+from edge_agent.protocol import by_code, by_name
+from edge_agent.protocol.frame import DeviceStatus as FrameStatus
 from edge_agent.sources import Reading, Source
 from edge_agent.sources.ble import BleManager
 from edge_agent.sources.serial import SerialSource
 
 STATUS_FILE: Final = "status.json"
 STATUS_INTERVAL_S: Final = 2.0
+HEALTH_INTERVAL_S: Final = 60.0
+"""How often the devices' health travels to the sink (and once more at shutdown)."""
+BATTERY_CODE: Final = by_name("battery").code
 STALE_AFTER_S: Final = 10.0
 """A status older than this means the agent is not running (or is stuck)."""
 
@@ -46,6 +50,10 @@ class DeviceStatus:
     last_value: float | None = None
     last_reading_age_s: float | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    rssi_dbm: int | None = None
+    battery_pct: float | None = None
+    interval_s: float | None = None
+    errors_total: int = 0
 
 
 @dataclass(slots=True)
@@ -53,6 +61,7 @@ class LastReading:
     metric_code: int
     value: float
     received_ns: int
+    battery_pct: float | None = None
 
 
 def _ble_devices(manager: BleManager, last: dict[str, LastReading]) -> list[DeviceStatus]:
@@ -66,6 +75,9 @@ def _ble_devices(manager: BleManager, last: dict[str, LastReading]) -> list[Devi
                 kind=link.device.device_kind,
                 transport="ble",
                 link="connected" if link.connected else "connecting",
+                rssi_dbm=link.rssi_dbm,
+                interval_s=link.device.expected_interval_s,
+                errors_total=c.decode_errors + c.connect_failures + c.silences + c.link_drops,
                 counters={
                     "notifications": c.notifications,
                     "readings": c.readings,
@@ -88,6 +100,7 @@ def _serial_device(source: SerialSource, last: dict[str, LastReading]) -> list[D
         kind=source.kind.value,
         transport="serial",
         link="open" if source.is_open else "closed",
+        errors_total=source.crc_failures + source.seq_gaps + source.lines_bad,
         counters={
             "readings": source.readings_emitted,
             "frames_ok": source.frames_ok,
@@ -109,6 +122,7 @@ def _with_last(devices: list[DeviceStatus], last: dict[str, LastReading]) -> lis
             device.last_metric = by_code(seen.metric_code).name
             device.last_value = seen.value
             device.last_reading_age_s = round((now_ns - seen.received_ns) / 1e9, 1)
+            device.battery_pct = seen.battery_pct
             if device.link in ("connected", "open") and device.last_reading_age_s < STALE_AFTER_S:
                 device.link = "streaming"
     return devices
@@ -126,7 +140,32 @@ def devices(sources: Sequence[Source], last: dict[str, LastReading]) -> list[Dev
 
 
 def note_reading(last: dict[str, LastReading], reading: Reading) -> None:
-    last[reading.device_token] = LastReading(reading.metric_code, reading.value, time.time_ns())
+    previous = last.get(reading.device_token)
+    battery = previous.battery_pct if previous is not None else None
+    if reading.metric_code == BATTERY_CODE:
+        battery = reading.value
+    last[reading.device_token] = LastReading(
+        reading.metric_code, reading.value, time.time_ns(), battery
+    )
+
+
+def health_records(statuses: Sequence[DeviceStatus], now_ns: int) -> tuple[FrameStatus, ...]:
+    """The devices' health as frame records; the sink writes them to `device_health`."""
+    return tuple(
+        FrameStatus(
+            device_token=status.device,
+            device_kind=status.kind,
+            ts_ns=now_ns,
+            link_up=status.link in ("streaming", "connected", "open"),
+            battery_pct=status.battery_pct,
+            rssi_dbm=status.rssi_dbm,
+            interval_s=status.interval_s,
+            errors_total=status.errors_total,
+            error_code=None,
+        )
+        for status in statuses
+        if status.device
+    )
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:

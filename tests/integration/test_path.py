@@ -91,6 +91,9 @@ def test_every_generated_reading_is_stored_exactly_once(
     assert {"battery", "lead_impedance_rv", "battery_voltage", "night_heart_rate"} <= metrics
     heart_rate_devices = {(e.patient, e.device) for e in entries if e.metric == "heart_rate"}
     assert len(heart_rate_devices) == 4  # three chest patches and the monitor
+    # Every device's health reached `device_health` (sent at least once, at the agent's stop).
+    health = influx.query('SELECT last("link_up") FROM "device_health" GROUP BY "device"')
+    assert {s.tags["device"] for s in health} == {entry.device for entry in entries}
     # The twin shows every patient, and its newest value is the store's newest for that metric.
     patients = {entry.patient for entry in entries}
     assert set(list_patients(influx)) == patients
