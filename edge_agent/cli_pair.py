@@ -155,7 +155,15 @@ async def _guess_kind(address: str, hardware: Hardware) -> str:
 @app.command("add")
 def add_command(
     address: Annotated[str, typer.Argument(help="BLE address or serial port path.")],
-    patient: Annotated[str, typer.Option("--patient", help="The hospital's patient reference.")],
+    patient: Annotated[
+        str,
+        typer.Option(
+            "--patient",
+            prompt="Patient reference",
+            help="The hospital's patient reference; left out, it is asked for (so it stays out "
+            "of shell history and sudo's log).",
+        ),
+    ],
     config: ConfigOption = Path("configs/agent.toml"),
     kind: Annotated[
         str | None,
