@@ -86,6 +86,10 @@ def test_scan_add_list_run_status_remove(config: Path) -> None:
     assert [row["kind"] for row in bound] == ["pulse-oximeter", "bedside-monitor"]
     assert len({row["patient"] for row in bound}) == 1  # one patient, one pseudonym
     assert "MRN-7" not in (config.parent / "state" / "registry.json").read_text()
+    live = json.loads(agent(config, "pair", "test", bound[0]["device"][:8], "--seconds", "2",
+                            "--json").stdout)  # fmt: skip
+    assert {"spo2", "pulse_rate"} <= {row["metric"] for row in live}
+    assert "pulse-oximeter" in agent(config, "pair", "list").stdout  # the table, for people
 
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
@@ -107,6 +111,9 @@ def test_scan_add_list_run_status_remove(config: Path) -> None:
     assert monitor not in text
     after = json.loads(agent(config, "status", "--json").stdout)
     assert after["state"] == "stopped"
+    table = agent(config, "status").stdout
+    assert "stopped" in table
+    assert "pulse-oximeter" in table
 
     agent(config, "pair", "remove", bound[0]["device"][:8])
     assert [row["kind"] for row in json.loads(agent(config, "pair", "list", "--json").stdout)] == [
