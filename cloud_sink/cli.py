@@ -23,6 +23,7 @@ from cloud_sink.clinical import (
     ward_json,
     ward_table,
 )
+from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.config import SinkConfig, load_sink_config
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
@@ -41,6 +42,7 @@ app = typer.Typer(
 )
 twin_app = typer.Typer(help="Query patient twins.", no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
+app.add_typer(gateways_app, name="gateways")
 _out = Console()
 _err = Console(stderr=True)
 

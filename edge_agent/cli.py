@@ -21,12 +21,14 @@ from edge_agent.detect import DetectionStage
 from edge_agent.devices import decode as decode_payload
 from edge_agent.devices import resolve_characteristic
 from edge_agent.devices import to_json_dict as gatt_json
+from edge_agent.enroll import enroll as run_enrolment
 from edge_agent.errors import EdgeAgentError, sole_error
 from edge_agent.filters import FilterError, load_presets, warm_up
 from edge_agent.hardware import open_hardware, registry_sources
 from edge_agent.journal import IntakeJournal
 from edge_agent.pipeline import AgentPipeline, PipelineStats
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
+from edge_agent.protocol.settings import write_secret_file
 from edge_agent.publisher import Publisher
 from edge_agent.registry import REGISTRY_FILE, Registry
 from edge_agent.replay import alert_row
@@ -62,9 +64,9 @@ def _main() -> None:
     """bedside-twin edge agent."""
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 async def _run_agent(config: AgentConfig) -> PipelineStats:
@@ -195,6 +197,47 @@ def run(
         raise
     if stats.frames_left_spooled:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def enroll(
+    token: Annotated[str, typer.Argument(help="The code `cloud-sink gateways add` printed.")],
+    config: ConfigOption = Path("configs/agent.toml"),
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the sink's answer.")
+    ] = 120.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing gateway secret.")
+    ] = False,
+) -> None:
+    """Enrol this gateway: agree its master secret with the sink (docs/enrolment.md).
+
+    The secret is written to [gateway] secret_file with mode 0600 and never shown.
+    """
+    try:
+        settings = load_agent_config(config)
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    secret_file = settings.gateway.secret_file
+    if secret_file.exists() and not force:
+        raise _fail(
+            EdgeAgentError(
+                f"{secret_file} exists: this gateway is enrolled already (--force replaces the "
+                "secret; the sink must then hold the new one too)"
+            )
+        )
+    configure_logging("warning", "text")
+    try:
+        master, epoch = asyncio.run(
+            run_enrolment(settings.broker, settings.gateway.gateway_id, token, timeout_s)
+        )
+    except EdgeAgentError as exc:
+        raise _fail(exc, code=1) from None
+    write_secret_file(secret_file, master)
+    _out.print(
+        f"enrolled gateway {settings.gateway.gateway_id} (sink key epoch {epoch}); secret "
+        f"written to {secret_file} (mode 0600)"
+    )
 
 
 @app.command()

@@ -22,6 +22,9 @@ class Channel(StrEnum):
     ALERTS = "up/alerts"
     STATUS = "status"
     DOWN = "down"
+    ENROL_REQUEST = "enrol/request"
+    """Gateway → sink, enrolment only (docs/enrolment.md); not under up/, so not uplink data."""
+    ENROL_RESPONSE = "enrol/response"
 
 
 def validate_gateway_id(gateway_id: str) -> str:

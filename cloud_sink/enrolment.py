@@ -1,0 +1,121 @@
+"""The sink's side of gateway enrolment (docs/enrolment.md): mint a token, answer one request.
+
+`cloud-sink gateways add GATEWAY_ID` runs this as a process of its own: it prints the token, waits
+(at most the token's lifetime) on the gateway's `enrol/request` topic, answers the first request
+whose MAC verifies under the token, and only then writes the gateway's master secret into the
+keyring (mode 0600), where the running sink picks it up. The token lives only in this process's
+memory; a request that does not verify is counted and ignored, never answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud_sink.consumer import ConsumerSettings
+from cloud_sink.errors import CloudSinkError
+from edge_agent.protocol import Channel, topic
+from edge_agent.protocol.enrolment import EnrolmentError, EnrolRequest, answer
+from edge_agent.protocol.keys import MAX_EPOCH
+from edge_agent.protocol.settings import write_secret_file
+
+_LOGGER = logging.getLogger(__name__)
+TOKEN_LIFETIME_S: Final = 600.0
+CONNECT_TIMEOUT_S: Final = 10.0
+
+
+class EnrolmentFailed(CloudSinkError):
+    """No gateway completed enrolment in time, or the keyring could not be written."""
+
+
+@dataclass(slots=True, frozen=True)
+class Enrolled:
+    gateway_id: str
+    epoch: int
+    key_file: Path
+    refused_requests: int
+
+
+def key_file(keyring_dir: Path, gateway_id: str) -> Path:
+    return keyring_dir / f"{gateway_id}.key"
+
+
+def _request_for(payload: bytes, gateway_id: str) -> EnrolRequest:
+    request = EnrolRequest.decode(payload)
+    if request.gateway_id != gateway_id:
+        msg = f"request names gateway {request.gateway_id!r}, not {gateway_id!r}"
+        raise EnrolmentError(msg)
+    return request
+
+
+def serve(
+    settings: ConsumerSettings,
+    keyring_dir: Path,
+    gateway_id: str,
+    token: str,
+    *,
+    timeout_s: float = TOKEN_LIFETIME_S,
+) -> Enrolled:
+    """Wait for the gateway's request, answer it and store the secret; EnrolmentFailed if not."""
+    requests: queue.Queue[bytes] = queue.Queue()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{settings.client_id}-enrol-{gateway_id}",
+        protocol=mqtt.MQTTv5,
+    )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    request_topic = topic(gateway_id, Channel.ENROL_REQUEST, settings.topic_prefix)
+    response_topic = topic(gateway_id, Channel.ENROL_RESPONSE, settings.topic_prefix)
+    client.on_message = lambda _client, _userdata, message: requests.put(bytes(message.payload))
+    client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(request_topic, qos=1)
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except OSError as exc:
+        msg = f"broker {settings.host}:{settings.port} unavailable: {exc.strerror or exc}"
+        raise EnrolmentFailed(msg) from exc
+    client.loop_start()
+    refused = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                msg = (
+                    f"no valid enrolment request from {gateway_id} within {timeout_s:g} s; run "
+                    f"`edge-agent enroll TOKEN` on the gateway while this waits"
+                )
+                raise EnrolmentFailed(msg)
+            try:
+                payload = requests.get(timeout=min(remaining_s, 1.0))
+            except queue.Empty:
+                continue
+            # The gateway's first key epoch: the current UNIX time, like a counter reset.
+            epoch = min(int(time.time()), MAX_EPOCH)
+            try:
+                request = _request_for(payload, gateway_id)
+                response, master = answer(request, token, epoch)
+            except EnrolmentError as exc:
+                refused += 1
+                _LOGGER.warning("enrolment request refused: %s", exc)
+                continue
+            path = key_file(keyring_dir, gateway_id)
+            try:
+                write_secret_file(path, master)
+            except OSError as exc:
+                msg = f"{path}: cannot write the gateway's secret: {exc.strerror}"
+                raise EnrolmentFailed(msg) from exc
+            client.publish(response_topic, response.encode(), qos=1).wait_for_publish(
+                CONNECT_TIMEOUT_S
+            )
+            return Enrolled(gateway_id, epoch, path, refused)
+    finally:
+        client.disconnect()
+        client.loop_stop()

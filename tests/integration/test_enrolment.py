@@ -1,0 +1,112 @@
+"""Enrolment over a real broker: `cloud-sink gateways add` and `edge-agent enroll` agree a secret.
+
+The agreed secret then carries real traffic: the agent's frames open in the sink and reach
+InfluxDB. A wrong token gets no answer and leaves no key behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_sink.influx import InfluxV1
+from cloud_sink.twin import wait_for_vitals
+from firmware_sims.services import InfluxServer, MosquittoServer
+from firmware_sims.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GATEWAYS = [sys.executable, "-m", "cloud_sink", "gateways"]
+
+
+def _waiting_sink(
+    stack: LocalStack, gateway: str, timeout_s: float
+) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [*GATEWAYS, "add", gateway, "--json", "--timeout", str(timeout_s),
+         "--config", str(stack.sink_config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())
+    assert first["gateway"] == gateway
+    return process, str(first["token"])
+
+
+def _enroll(config: Path, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "enroll", token, "--config", str(config), *extra],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_an_enrolled_gateway_is_read_by_the_sink(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(
+        tmp_path, mosquitto, influxdb, database=isolation, topic_prefix=f"{isolation}/"
+    )
+    stack.write_sink_config(batch_max_age_ms=100)
+    gateway = stack.add_gateway("enrol-ward", patients=1, seed=4, interval_scale=0.5)
+    secret = gateway.config_file.parent / "gateway.key"
+    secret.unlink()  # add_gateway shares a secret by hand; this test enrols instead
+    (stack.keyring_dir / "enrol-ward.key").unlink()
+
+    sink, token = _waiting_sink(stack, "enrol-ward", 60.0)
+    spaced = " ".join(token[i : i + 4] for i in range(0, len(token), 4)).lower()
+    enrolled = _enroll(gateway.config_file, spaced)
+    out, err = sink.communicate(timeout=60)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert sink.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["enrolled"] is True
+    assert secret.read_text() == (stack.keyring_dir / "enrol-ward.key").read_text()
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert token not in enrolled.stdout + enrolled.stderr + out + err.replace(token, "")
+    listed = subprocess.run(
+        [*GATEWAYS, "list", "--json", "--config", str(stack.sink_config)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert [row["gateway"] for row in json.loads(listed.stdout)] == ["enrol-ward"]
+    # Enrolling twice needs --force on the gateway and --replace on the sink.
+    again = _enroll(gateway.config_file, spaced)
+    assert again.returncode == 2
+    assert "enrolled already" in " ".join(again.stderr.split())
+
+    influx = InfluxV1(influxdb.url, isolation)
+    try:
+        stack.start_sink()
+        stack.start_agent(gateway)
+        time.sleep(4.0)
+        assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
+        assert wait_for_vitals(influx, 20, 30.0) >= 20
+        assert "rejected" not in stack.sink_log.read_text()
+    finally:
+        stack.stop_all()
+        influx.close()
+
+
+def test_a_wrong_token_gets_no_answer_and_no_key(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(
+        tmp_path, mosquitto, influxdb, database=isolation, topic_prefix=f"{isolation}/"
+    )
+    stack.write_sink_config()
+    gateway = stack.add_gateway("enrol-ward-2", patients=1, seed=4)
+    (gateway.config_file.parent / "gateway.key").unlink()
+    (stack.keyring_dir / "enrol-ward-2.key").unlink()
+    sink, token = _waiting_sink(stack, "enrol-ward-2", 8.0)
+    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
+    refused = _enroll(gateway.config_file, wrong, "--timeout", "5")
+    _out, err = sink.communicate(timeout=60)
+    assert refused.returncode == 1
+    assert "no valid answer from the sink" in " ".join(refused.stderr.split())
+    assert sink.returncode == 1
+    assert "request refused" in err or "no valid enrolment request" in " ".join(err.split())
+    assert not (stack.keyring_dir / "enrol-ward-2.key").exists()
+    assert not (gateway.config_file.parent / "gateway.key").exists()
