@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.clinical import (
     clinical_json,
     clinical_twin,
@@ -23,7 +24,6 @@ from cloud_sink.clinical import (
     ward_json,
     ward_table,
 )
-from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.config import SinkConfig, load_sink_config
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
