@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import wait_for_vitals
+from cloud_sink.twin import stored_vitals, wait_for_vitals
+from firmware_sims.ledger import read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import LocalStack
 
@@ -83,7 +84,12 @@ def test_an_enrolled_gateway_is_read_by_the_sink(
         stack.start_agent(gateway)
         time.sleep(4.0)
         assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
-        assert wait_for_vitals(influx, 20, 30.0) >= 20
+        entries = read_ledger(gateway.ledger_file)
+        expected = reconcile(entries, {}).generated
+        assert expected > 0
+        wait_for_vitals(influx, expected, 30.0)
+        # Every reading the gateway sealed under the enrolled secret opened in the sink.
+        assert reconcile(entries, stored_vitals(influx)).exact
         assert "rejected" not in stack.sink_log.read_text()
     finally:
         stack.stop_all()
