@@ -7,7 +7,9 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,7 @@ from rich.table import Table
 
 from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.clinical import (
+    ClinicalTwin,
     clinical_json,
     clinical_twin,
     record_observation,
@@ -27,13 +30,23 @@ from cloud_sink.clinical import (
 from cloud_sink.config import SinkConfig, load_sink_config
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
+from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
 from cloud_sink.news2 import to_json_dict as news2_json
 from cloud_sink.pipeline import SinkPipeline, SinkStats
+from cloud_sink.profiles import (
+    PatientProfile,
+    ProfileChanges,
+    admit,
+    discharge,
+    parse_changes,
+    profile_summary,
+    update,
+)
 from cloud_sink.replay import ReplayGuard
-from cloud_sink.twin import iso_utc
+from cloud_sink.twin import check_token, iso_utc
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,6 +56,10 @@ app = typer.Typer(
 twin_app = typer.Typer(help="Query patient twins.", no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
 app.add_typer(gateways_app, name="gateways")
+patients_app = typer.Typer(help="Patient profiles: admit, update, discharge.", no_args_is_help=True)
+app.add_typer(patients_app, name="patients")
+export_app = typer.Typer(help="Export a patient's twin.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 _out = Console()
 _err = Console(stderr=True)
 
@@ -64,6 +81,16 @@ def _fail(exc: Exception) -> typer.Exit:
 def _influx(config: SinkConfig) -> InfluxV1:
     db = config.influxdb
     return InfluxV1(db.url, db.database, db.timeout_s, db.username, db.password)
+
+
+@contextmanager
+def _database(config: Path) -> Iterator[InfluxV1]:
+    """A client for the configured database, closed when the command is done."""
+    influx = _influx(load_sink_config(config))
+    try:
+        yield influx
+    finally:
+        influx.close()
 
 
 async def _until(stop: asyncio.Event, waiting: Awaitable[object], timeout_s: float | None) -> bool:
@@ -164,9 +191,8 @@ def twin_show(
 ) -> None:
     """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts."""
     try:
-        settings = load_sink_config(config)
-        influx = _influx(settings)
-        view = clinical_twin(influx, patient, time.time_ns(), stale_factor)
+        with _database(config) as influx:
+            view = clinical_twin(influx, patient, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -199,6 +225,36 @@ def twin_show(
         _out.print(
             f"alert {alert.kind} ({alert.severity}) {alert.state} at {iso_utc(alert.since_ns)}"
         )
+    _print_details(view)
+
+
+def _print_details(view: ClinicalTwin) -> None:
+    """Profile, devices and environment of `twin show` (text form)."""
+    profile = "none recorded" if view.profile is None else profile_summary(view.profile)
+    _out.print(f"profile: {profile}", markup=False, highlight=False)
+    if view.devices:
+        table = Table(title="devices")
+        for column in ("device", "kind", "last reading", "last hour", "interval", "battery",
+                       "errors /100 h"):  # fmt: skip
+            table.add_column(column)
+        for d in view.devices:
+            table.add_row(
+                d.device[:8] + "…",
+                d.kind or "-",
+                f"{(view.now_ns - d.last_ts_ns) / 1e9:.0f} s ago",
+                str(d.readings_last_hour),
+                "-" if d.interval_s is None else f"{d.interval_s:.2f} s",
+                "-" if d.battery_pct is None else f"{d.battery_pct:.0f} %",
+                "-" if d.errors_per_100h is None else f"{d.errors_per_100h:.1f}",
+            )
+        _out.print(table)
+    for metric, label in (("room_temp", "room temperature"), ("humidity", "humidity")):
+        reading = view.environment.get(metric)
+        if reading is not None:
+            age_s = (view.now_ns - reading.ts_ns) / 1e9
+            _out.print(
+                f"{label}: {reading.value:g} {reading.unit} ({age_s:.0f} s ago, {reading.source})"
+            )
 
 
 @twin_app.command("list")
@@ -211,7 +267,8 @@ def twin_list(
 ) -> None:
     """The ward: every patient ranked by NEWS2 band, then score, then staleness."""
     try:
-        rows = ward(_influx(load_sink_config(config)), time.time_ns(), stale_factor)
+        with _database(config) as influx:
+            rows = ward(influx, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -243,18 +300,162 @@ def twin_observe(
         )
         if all(value is None for value in entries.values()):
             raise _fail(ValueError("give at least one of --acvpu, --oxygen, --scale"))
-        influx = _influx(load_sink_config(config))
         now_ns = time.time_ns()
-        for kind, value in entries.items():
-            if value is not None:
-                record_observation(
-                    influx, patient, kind, value.upper() if kind == "acvpu" else value, now_ns
-                )
+        with _database(config) as influx:
+            for kind, value in entries.items():
+                if value is not None:
+                    record_observation(
+                        influx, patient, kind, value.upper() if kind == "acvpu" else value, now_ns
+                    )
     except CloudSinkError as exc:
         raise _fail(exc) from None
     _out.print(
         f"recorded for {patient[:8]}…: " + ", ".join(f"{k}={v}" for k, v in entries.items() if v)
     )
+
+
+PatientArgument = Annotated[str, typer.Argument(help="The patient's pseudonymous token.")]
+AgeOption = Annotated[int | None, typer.Option("--age", help="Age in whole years.")]
+SexOption = Annotated[str | None, typer.Option("--sex", help="female, male, other or unknown.")]
+ConditionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--condition", help="A chronic condition; repeat for several (replaces the list)."
+    ),
+]
+DiagnosisOption = Annotated[str | None, typer.Option("--diagnosis", help="Working diagnosis.")]
+TreatmentOption = Annotated[str | None, typer.Option("--treatment", help="Current treatment.")]
+AppointmentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--next-appointment", help="ISO 8601 date (2025-03-14) or date-time with UTC offset."
+    ),
+]
+
+
+def _changes(
+    patient: str,
+    age: int | None,
+    sex: str | None,
+    condition: list[str] | None,
+    diagnosis: str | None,
+    treatment: str | None,
+    next_appointment: str | None,
+) -> ProfileChanges:
+    return parse_changes(
+        check_token(patient),
+        age_years=age,
+        sex=sex,
+        conditions=condition,
+        diagnosis=diagnosis,
+        treatment=treatment,
+        next_appointment=next_appointment,
+    )
+
+
+def _report_profile(action: str, profile: PatientProfile) -> None:
+    typer.echo(f"{action} {profile.patient[:8]}…: {profile_summary(profile)}")
+
+
+@patients_app.command("admit")
+def patients_admit(
+    patient: PatientArgument,
+    age: AgeOption = None,
+    sex: SexOption = None,
+    condition: ConditionOption = None,
+    diagnosis: DiagnosisOption = None,
+    treatment: TreatmentOption = None,
+    next_appointment: AppointmentOption = None,
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Admit a patient: a new profile (age, sex and conditions carry over from a past stay)."""
+    try:
+        changes = _changes(patient, age, sex, condition, diagnosis, treatment, next_appointment)
+        with _database(config) as influx:
+            profile = admit(influx, patient, changes, time.time_ns())
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    _report_profile("admitted", profile)
+
+
+@patients_app.command("update")
+def patients_update(
+    patient: PatientArgument,
+    age: AgeOption = None,
+    sex: SexOption = None,
+    condition: ConditionOption = None,
+    diagnosis: DiagnosisOption = None,
+    treatment: TreatmentOption = None,
+    next_appointment: AppointmentOption = None,
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Change the given profile fields; every other field keeps its latest value."""
+    try:
+        changes = _changes(patient, age, sex, condition, diagnosis, treatment, next_appointment)
+        with _database(config) as influx:
+            profile = update(influx, patient, changes, time.time_ns())
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    _report_profile("updated", profile)
+
+
+@patients_app.command("discharge")
+def patients_discharge(
+    patient: PatientArgument,
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Discharge an admitted patient (the profile is kept, marked discharged)."""
+    try:
+        check_token(patient)
+        with _database(config) as influx:
+            profile = discharge(influx, patient, time.time_ns())
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    _report_profile("discharged", profile)
+
+
+def _parse_since(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"--since {text!r} is not an ISO 8601 date-time, e.g. 2025-03-14T08:00:00Z"
+        raise _fail(ValueError(msg)) from None
+    if moment.tzinfo is None:
+        msg = f"--since {text!r} needs a UTC offset, e.g. 2025-03-14T08:00:00Z or ...+01:00"
+        raise _fail(ValueError(msg))
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
+
+
+@export_app.command("fhir")
+def export_fhir(
+    patient: PatientArgument,
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write the Bundle to.")],
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only readings from this ISO 8601 time on (with offset)."),
+    ] = None,
+    stale_factor: Annotated[
+        float, typer.Option(help="A vital is stale for NEWS2 after this many expected intervals.")
+    ] = 5.0,
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Write a FHIR R4 Bundle (collection): Patient, Devices, vital-sign Observations, NEWS2."""
+    since_ns = _parse_since(since)
+    try:
+        check_token(patient)
+        if not out.parent.is_dir():
+            raise ExportError(patient, f"folder {out.parent} does not exist; create it first")
+        with _database(config) as influx:
+            data = read_export(influx, patient, since_ns, stale_factor)
+        bundle = build_bundle(data, time.time_ns())
+        write_bundle(bundle, out, patient)
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    counts = ", ".join(f"{n} {kind}" for kind, n in bundle_counts(bundle).items())
+    typer.echo(f"wrote {out}: {counts}")
 
 
 @app.command()

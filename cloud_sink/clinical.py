@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from rich.table import Table
@@ -11,7 +11,21 @@ from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import encode_line
 from cloud_sink.news2 import News2Inputs, News2Score, score
 from cloud_sink.news2 import to_json_dict as news2_json
-from cloud_sink.twin import TwinView, check_token, iso_utc, list_patients, read_twin, twin_json
+from cloud_sink.profiles import PatientProfile, profile_json, read_profile
+from cloud_sink.twin import (
+    ENVIRONMENT_METRICS,
+    DeviceState,
+    EnvironmentReading,
+    TwinView,
+    VitalState,
+    check_token,
+    iso_utc,
+    list_patients,
+    read_devices,
+    read_environment,
+    read_twin,
+    twin_json,
+)
 
 NS: Final = 1_000_000_000
 TREND_WINDOW_S: Final = 1800.0
@@ -118,22 +132,43 @@ def record_observation(influx: InfluxV1, patient: str, kind: str, value: str, ts
     )
 
 
+# Which stored metric feeds which NEWS2 parameter (RCP 2017 Chart 1 rows), first choice first:
+# the pulse comes from the heart rate, else from the oximeter's pulse rate.
+NEWS2_SOURCES: Final[dict[str, tuple[str, ...]]] = {
+    "rr": ("resp_rate",),
+    "spo2": ("spo2",),
+    "sbp": ("bp_systolic",),
+    "hr": ("heart_rate", "pulse_rate"),
+    "temp": ("body_temp",),
+}
+
+
+def news2_vitals(twin: TwinView, fresh: dict[str, Freshness]) -> dict[str, VitalState]:
+    """The fresh vital each measured NEWS2 parameter is scored from (stale or absent: left out)."""
+    usable = {v.metric: v for v in twin.vitals if v.metric in fresh and not fresh[v.metric].stale}
+    used: dict[str, VitalState] = {}
+    for parameter, metrics in NEWS2_SOURCES.items():
+        for metric in metrics:
+            if metric in usable:
+                used[parameter] = usable[metric]
+                break
+    return used
+
+
 def news2_for(twin: TwinView, fresh: dict[str, Freshness], observed: dict[str, str]) -> News2Score:
     """NEWS2 from the fresh vitals and the nurse's observations; stale or absent = missing."""
-    value = {
-        v.metric: v.value for v in twin.vitals if v.metric in fresh and not fresh[v.metric].stale
-    }
+    value = {parameter: v.value for parameter, v in news2_vitals(twin, fresh).items()}
     oxygen = observed.get("oxygen")
     return score(
         News2Inputs(
-            rr_per_min=value.get("resp_rate"),
+            rr_per_min=value.get("rr"),
             spo2_pct=value.get("spo2"),
             spo2_scale=int(observed.get("spo2_scale", "1")),
             on_oxygen=None if oxygen is None else oxygen == "o2",
-            sbp_mmhg=value.get("bp_systolic"),
-            hr_per_min=value.get("heart_rate", value.get("pulse_rate")),
+            sbp_mmhg=value.get("sbp"),
+            hr_per_min=value.get("hr"),
             acvpu=observed.get("acvpu"),
-            temp_c=value.get("body_temp"),
+            temp_c=value.get("temp"),
         )
     )
 
@@ -171,14 +206,31 @@ class ClinicalTwin:
     observations: dict[str, str]
     news2: News2Score
     alerts: list[AlertState]
+    now_ns: int = 0
+    profile: PatientProfile | None = None
+    devices: tuple[DeviceState, ...] = ()
+    environment: dict[str, EnvironmentReading] = field(default_factory=dict)
 
 
 def clinical_twin(
-    influx: InfluxV1, patient: str, now_ns: int, stale_factor: float = 5.0
+    influx: InfluxV1,
+    patient: str,
+    now_ns: int,
+    stale_factor: float = 5.0,
+    *,
+    details: bool = True,
 ) -> ClinicalTwin:
+    """The twin of one patient; `details` adds profile, devices and environment (`twin show`)."""
     twin = read_twin(influx, patient)
     fresh = freshness(twin, now_ns, stale_factor)
     observed = observations(influx, patient)
+    profile: PatientProfile | None = None
+    devices: tuple[DeviceState, ...] = ()
+    environment: dict[str, EnvironmentReading] = {}
+    if details:
+        profile = read_profile(influx, patient)
+        devices = read_devices(influx, patient, now_ns)
+        environment = read_environment(influx, patient, devices)
     return ClinicalTwin(
         twin,
         fresh,
@@ -186,7 +238,53 @@ def clinical_twin(
         observed,
         news2_for(twin, fresh, observed),
         alerts(influx, patient),
+        now_ns,
+        profile,
+        devices,
+        environment,
     )
+
+
+def _age_s(now_ns: int, ts_ns: int) -> float:
+    return round(max(0.0, (now_ns - ts_ns) / NS), 3)
+
+
+def devices_json(view: ClinicalTwin) -> dict[str, dict[str, object]]:
+    """The `devices` object of `twin show --json`, keyed by device token."""
+    return {
+        d.device: {
+            "kind": d.kind,
+            "gateway": d.gateway,
+            "last_reading": iso_utc(d.last_ts_ns),
+            "last_reading_age_s": _age_s(view.now_ns, d.last_ts_ns),
+            "readings_last_hour": d.readings_last_hour,
+            "interval_s": None if d.interval_s is None else round(d.interval_s, 3),
+            "battery_pct": d.battery_pct,
+            "errors_per_100h": None if d.errors_per_100h is None else round(d.errors_per_100h, 3),
+        }
+        for d in view.devices
+    }
+
+
+def environment_json(view: ClinicalTwin) -> dict[str, dict[str, object] | None]:
+    """The `environment` object of `twin show --json`: room temperature and humidity or null."""
+    out: dict[str, dict[str, object] | None] = {}
+    for metric in ENVIRONMENT_METRICS:
+        reading = view.environment.get(metric)
+        out[metric] = (
+            None
+            if reading is None
+            else {
+                "value": reading.value,
+                "unit": reading.unit,
+                "time": iso_utc(reading.ts_ns),
+                "age_s": _age_s(view.now_ns, reading.ts_ns),
+                "source": reading.source,
+                "device": reading.device,
+                "gateway": reading.gateway,
+            }
+        )
+    return out
 
 
 def clinical_json(view: ClinicalTwin) -> dict[str, object]:
@@ -210,6 +308,9 @@ def clinical_json(view: ClinicalTwin) -> dict[str, object]:
         }
         for a in view.alerts
     ]
+    document["profile"] = None if view.profile is None else profile_json(view.profile)
+    document["devices"] = devices_json(view)
+    document["environment"] = environment_json(view)
     return document
 
 
@@ -231,7 +332,7 @@ def ward(influx: InfluxV1, now_ns: int, stale_factor: float = 5.0) -> list[WardR
     """Every patient, most at risk first: NEWS2 band, then score, then the stalest data."""
     rows = []
     for patient in list_patients(influx):
-        view = clinical_twin(influx, patient, now_ns, stale_factor)
+        view = clinical_twin(influx, patient, now_ns, stale_factor, details=False)
         ages = [f.age_s for f in view.freshness.values()]
         rows.append(
             WardRow(
