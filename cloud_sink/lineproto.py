@@ -10,7 +10,7 @@ The one deliberate difference: a non-finite float raises instead of silently van
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from cloud_sink.errors import CloudSinkError
@@ -21,6 +21,11 @@ _KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", **_CONTROL})
 _STRING: Final = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 FieldValue = float | int | bool | str
+# Device values are quantised (whole beats per minute, tenths of a degree), so a few thousand
+# floats recur: their text is kept instead of running repr() per reading. 0.0 never enters,
+# because -0.0 is the same key but prints "-0"; past the limit nothing more is added.
+_FLOAT_TEXT_LIMIT: Final = 1 << 16
+_float_texts: Final[dict[float, str]] = {}
 
 
 class LineProtocolError(CloudSinkError):
@@ -91,3 +96,41 @@ def vital_line(
         f"vital,device={device},metric={metric},patient={patient} "
         f"flags={flags}i,quality={quality}i,value={text} {ts_ns}"
     )
+
+
+def _float_text(value: float) -> str:
+    text = repr(value)
+    if text[-2:] == ".0":
+        text = text[:-2]
+    if value and len(_float_texts) < _FLOAT_TEXT_LIMIT:
+        _float_texts[value] = text
+    return text
+
+
+def vital_lines(
+    patient: str,
+    device: str,
+    *,
+    metrics: Sequence[str],
+    values: Sequence[float],
+    quality: Sequence[int],
+    flags: Sequence[int],
+    stamps_ns: Sequence[int],
+) -> list[str]:
+    """`vital_line` for every reading of one device block, the same bytes, in one pass.
+
+    The tag prefix is formatted once per block instead of once per reading; nothing needs
+    escaping for the same reason as in `vital_line`.
+    """
+    if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+        # A sum is non-finite when a value is (or, rarely, when it overflows: then check each).
+        msg = "a field value of the block is not finite"
+        raise LineProtocolError(msg)
+    head = f"vital,device={device},metric="
+    middle = f",patient={patient} flags="
+    known = _float_texts.get
+    texts = [known(value) or _float_text(value) for value in values]
+    return [
+        f"{head}{metric}{middle}{f}i,quality={q}i,value={text} {ts_ns}"
+        for metric, text, q, f, ts_ns in zip(metrics, texts, quality, flags, stamps_ns, strict=True)
+    ]

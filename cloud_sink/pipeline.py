@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Final
 
 from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.errors import DatabaseRejected, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
-from cloud_sink.replay import ReplayGuard
+from cloud_sink.replay import Mark, ReplayGuard
 from cloud_sink.validate import frame_points
 from edge_agent.protocol import (
     AuthenticationError,
     Channel,
     FrameError,
+    ParsedTopic,
     TopicError,
     UnknownKeyError,
     WireError,
@@ -29,7 +32,12 @@ from edge_agent.protocol import (
 
 _LOGGER = logging.getLogger(__name__)
 # How long one take waits for a first message, which bounds how late a stop is noticed.
-TAKE_POLL_S = 0.1
+TAKE_POLL_S: Final = 0.1
+# Messages per take: enough to amortise the call, few enough to keep batches close to size.
+TAKE_LIMIT: Final = 256
+# Topics repeat (two per gateway): parse each once. Only valid topics are kept, and the cache
+# is emptied at this size so garbage topics cannot grow it.
+ROUTE_CACHE_LIMIT: Final = 65_536
 
 
 @dataclass(slots=True, frozen=True)
@@ -72,6 +80,7 @@ def rejection_reason(exc: WireError) -> str:
 class _Batch:
     lines: list[str] = field(default_factory=list)
     messages: list[Inbound] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
     vitals: int = 0
     started: float = 0.0
 
@@ -95,40 +104,78 @@ class SinkPipeline:
         self._writer = writer
         self._prefix = topic_prefix
         self._replay = replay
+        self._routes: dict[str, ParsedTopic] = {}
         self.stats = SinkStats()
 
-    def _points(self, message: Inbound) -> tuple[list[str], int] | None:
-        """Open, check routing, decode, validate; None for a replay (already accepted once).
+    def _route(self, topic: str) -> ParsedTopic:
+        route = self._routes.get(topic)
+        if route is None:
+            route = parse(topic, self._prefix)
+            if len(self._routes) >= ROUTE_CACHE_LIMIT:
+                self._routes.clear()
+            self._routes[topic] = route
+        return route
 
-        Raises WireError when the envelope is refused.
+    def _points(self, batch: _Batch, message: Inbound) -> None:
+        """Open, check routing, decode, validate, add the points to the batch.
+
+        A replay (already accepted once) adds nothing; raises WireError when the envelope is
+        refused.
         """
-        route = parse(message.topic, self._prefix)
+        route = self._route(message.topic)
         if route.channel not in (Channel.TELEMETRY, Channel.ALERTS):
             msg = f"channel {route.channel.value} is not an uplink data channel"
             raise TopicError(msg)
         opened = open_envelope(message.topic, message.payload, self._keyring.lookup)
         header = opened.header
         if self._replay.seen(header.gateway_id, header.epoch, header.seq):
-            return None
-        self._replay.accept(header.gateway_id, header.epoch, header.seq)
+            # A redelivery (or a replay) of an envelope already accepted: drop it quietly.
+            self.stats.replays_dropped += 1
+            return
+        # Marked once the tag verified, so a frame refused below is not re-examined either;
+        # the mark becomes durable with this batch, after its write.
+        batch.marks.append(self._replay.accept(header.gateway_id, header.epoch, header.seq))
         frame = decode_frame(opened.plaintext)
-        if not route.gateway_id == opened.header.gateway_id == frame.gateway_id:
+        if not route.gateway_id == header.gateway_id == frame.gateway_id:
             # The tag already binds the topic; this catches a gateway sealing for another's name.
             msg = "topic, header and frame name different gateways"
             raise TopicError(msg)
         points = frame_points(frame)
-        self.stats.refused_readings.update(points.refused)
-        for reason, count in points.refused.items():
-            _LOGGER.warning("gateway %s: %d readings refused (%s)", route.gateway_id, count, reason)
-        return points.lines, points.vitals
+        batch.lines += points.lines
+        batch.vitals += points.vitals
+        if points.refused:
+            self.stats.refused_readings.update(points.refused)
+            for reason, count in points.refused.items():
+                _LOGGER.warning(
+                    "gateway %s: %d readings refused (%s)", route.gateway_id, count, reason
+                )
 
-    async def _write(self, batch: _Batch) -> None:
-        """Write until InfluxDB accepts or refuses as malformed; then ack every message in order."""
+    def _take(self, batch: _Batch, message: Inbound) -> None:
+        self.stats.messages_in += 1
+        if not batch.messages:
+            batch.started = time.monotonic()
+        # Every message joins the batch, rejected ones too, so acks keep receive order (§4.6).
+        batch.messages.append(message)
+        try:
+            self._points(batch, message)
+        except WireError as exc:
+            reason = rejection_reason(exc)
+            self.stats.rejected[reason] += 1
+            _LOGGER.warning("envelope on %s rejected (%s): %s", message.topic, reason, exc.reason)
+
+    async def _write(self, batch: _Batch, stop: asyncio.Event) -> bool:
+        """Write until InfluxDB accepts, or refuses as malformed (the batch is dead-lettered).
+
+        False when told to stop while InfluxDB is unavailable: the batch stays unwritten and
+        unacknowledged, and the broker redelivers it to the next run.
+        """
         failures = 0
         while True:
             try:
                 await asyncio.to_thread(self._influx.write, batch.lines)
             except DatabaseUnavailable as exc:
+                if stop.is_set():
+                    return False
                 failures += 1
                 self.stats.write_retries += 1
                 cap_s = min(self._writer.retry_max_s, exc.retry_after_s * 2 ** min(failures, 8))
@@ -136,7 +183,9 @@ class SinkPipeline:
                 _LOGGER.warning(
                     "write failed (%s); retry %d in %.1f s", exc.reason, failures, delay_s
                 )
-                await asyncio.sleep(delay_s)
+                # A stop cuts the wait short; the write is tried once more before giving up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay_s)
                 continue
             except DatabaseRejected as exc:
                 # InfluxDB keeps the good lines of a partial write; the rest are dead-lettered.
@@ -149,32 +198,64 @@ class SinkPipeline:
                 self.stats.vitals_written += batch.vitals
             break
         self.stats.batches_written += 1
-        await asyncio.to_thread(self._replay.commit)
-        for message in batch.messages:
-            self._consumer.ack(message)
-            self.stats.messages_acked += 1
+        return True
 
-    async def _write_loop(self, batches: asyncio.Queue[_Batch | None]) -> None:
+    async def _write_loop(
+        self,
+        batches: asyncio.Queue[_Batch | None],
+        written: asyncio.Queue[_Batch | None],
+        stop: asyncio.Event,
+    ) -> None:
+        unwritten = 0
         while (batch := await batches.get()) is not None:
-            await self._write(batch)
+            if unwritten or not await self._write(batch, stop):
+                # Neither written nor acknowledged, and nothing after it either: their marks
+                # are never made durable, so the redelivery is accepted by the next run.
+                unwritten += len(batch.messages)
+                continue
+            await written.put(batch)
+        if unwritten:
+            _LOGGER.warning(
+                "stopping with %d messages unwritten (InfluxDB unavailable); "
+                "the broker redelivers them to the next run",
+                unwritten,
+            )
+        await written.put(None)
+
+    async def _ack_loop(self, written: asyncio.Queue[_Batch | None]) -> None:
+        """Make each written batch's replay marks durable, then acknowledge its messages.
+
+        A separate stage so the next batch's write starts while this one's state file is
+        being synced; batches still finish strictly in order.
+        """
+        while (batch := await written.get()) is not None:
+            if self._replay.fold(batch.marks) and self._replay.path is not None:
+                await asyncio.to_thread(self._replay.persist, self._replay.snapshot())
+            # One write for the whole batch's PUBACKs, in receive order (MQTT 5.0 §4.6).
+            self._consumer.ack_all(batch.messages)
+            self.stats.messages_acked += len(batch.messages)
 
     async def run(self, stop: asyncio.Event) -> SinkStats:
-        """Take and open messages while the previous batch is being written (two in flight at
-        most); batches are written and acknowledged strictly in order."""
+        """Take and open messages while earlier batches are written and acknowledged; batches
+        are written and acknowledged strictly in order."""
         batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        written: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        batch_lines, max_age_s = self._writer.batch_lines, self._writer.max_age_s
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._write_loop(batches), name="sink.writer")
+            group.create_task(self._write_loop(batches, written, stop), name="sink.writer")
+            group.create_task(self._ack_loop(written), name="sink.acker")
             batch = _Batch()
             while True:
                 wait_s = TAKE_POLL_S
                 if batch.messages:
-                    wait_s = max(0.0, batch.started + self._writer.max_age_s - time.monotonic())
-                room = max(1, self._writer.batch_lines // 2)
-                for message in await asyncio.to_thread(self._consumer.take, room, wait_s):
+                    wait_s = max(0.0, batch.started + max_age_s - time.monotonic())
+                for message in await self._consumer.take(TAKE_LIMIT, wait_s):
                     self._take(batch, message)
-                full = len(batch.lines) >= self._writer.batch_lines
-                aged = batch.messages and time.monotonic() - batch.started >= self._writer.max_age_s
-                if batch.messages and (full or aged or stop.is_set()):
+                    if len(batch.lines) >= batch_lines:
+                        await batches.put(batch)
+                        batch = _Batch()
+                aged = batch.messages and time.monotonic() - batch.started >= max_age_s
+                if batch.messages and (aged or stop.is_set()):
                     await batches.put(batch)
                     batch = _Batch()
                 if stop.is_set():
@@ -183,24 +264,3 @@ class SinkPipeline:
                     await batches.put(None)
                     break
         return self.stats
-
-    def _take(self, batch: _Batch, message: Inbound) -> None:
-        self.stats.messages_in += 1
-        if not batch.messages:
-            batch.started = time.monotonic()
-        try:
-            points = self._points(message)
-        except WireError as exc:
-            reason = rejection_reason(exc)
-            self.stats.rejected[reason] += 1
-            _LOGGER.warning("envelope on %s rejected (%s): %s", message.topic, reason, exc.reason)
-            points = ([], 0)
-        if points is None:
-            # A redelivery (or a replay) of an envelope already accepted: drop it quietly.
-            self.stats.replays_dropped += 1
-            points = ([], 0)
-        lines, vitals = points
-        batch.lines.extend(lines)
-        batch.vitals += vitals
-        # A rejected message still joins the batch so its ack keeps receive order (MQTT §4.6).
-        batch.messages.append(message)

@@ -8,13 +8,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
-from cloud_sink.lineproto import encode_line, vital_line
+from cloud_sink.lineproto import encode_line, vital_line, vital_lines
 from edge_agent.protocol import CATALOGUE, Frame
 
 MAX_FUTURE_SKEW_NS: Final = 300 * 1_000_000_000
 # Nothing the product ingests predates its first release; older stamps are clock faults.
 MIN_TS_NS: Final = 1_577_836_800 * 1_000_000_000  # 2020-01-01T00:00:00Z
 _METRIC_NAMES: Final = {metric.code: metric.name for metric in CATALOGUE}
+_KNOWN_CODES: Final = frozenset(_METRIC_NAMES)
 
 
 @dataclass(slots=True)
@@ -37,6 +38,27 @@ def frame_points(frame: Frame, now_ns: int | None = None) -> Points:
         values = block.values.tolist()
         quality = block.quality.tolist()
         flags = block.flags.tolist()
+        if not codes:
+            continue
+        if (
+            _KNOWN_CODES.issuperset(codes)
+            and math.isfinite(sum(values))  # non-finite if any value is (or the sum overflows)
+            and min(stamps) >= MIN_TS_NS
+            and max(stamps) <= latest_ns
+        ):
+            # The usual block: every reading is valid, so the whole block is encoded at once.
+            metrics = list(map(_METRIC_NAMES.__getitem__, codes))
+            out.lines += vital_lines(
+                block.patient_token,
+                block.device_token,
+                metrics=metrics,
+                values=values,
+                quality=quality,
+                flags=flags,
+                stamps_ns=stamps,
+            )
+            out.vitals += len(codes)
+            continue
         for code, ts_ns, value, q, f in zip(codes, stamps, values, quality, flags, strict=True):
             metric = _METRIC_NAMES.get(code)
             if metric is None:

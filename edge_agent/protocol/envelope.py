@@ -20,6 +20,8 @@ CONTENT_FRAME_V1: Final = "frame/v1"
 CONTENT_TYPES: Final = frozenset({CONTENT_FRAME_V1})
 AAD_LABEL: Final = b"bedside-twin/envelope/v1\x00"
 TAG_BYTES: Final = 16
+IV_BYTES: Final = 12
+_U16: Final = struct.Struct(">H")
 # A frame is a few hundred readings; anything near the broker's limit is hostile.
 MAX_ENVELOPE_BYTES: Final = 4 * 1024 * 1024
 _MSGPACK_ERRORS: Final = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
@@ -54,7 +56,16 @@ class Opened:
 def aad(topic: str, header_bytes: bytes) -> bytes:
     """AAD = label | u16 big-endian topic length | topic (UTF-8) | header bytes as sent."""
     topic_bytes = topic.encode("utf-8")
-    return AAD_LABEL + struct.pack(">H", len(topic_bytes)) + topic_bytes + header_bytes
+    return b"".join((AAD_LABEL, _U16.pack(len(topic_bytes)), topic_bytes, header_bytes))
+
+
+def _nonce(key: SessionKey, seq: int) -> bytes:
+    """IV base XOR the sequence number left-padded to 12 bytes (wire-format §3, RFC 8446 §5.3).
+
+    The same value as `key.nonce(seq)`, as one integer XOR instead of twelve byte XORs: this runs
+    once per envelope. `seq` was range-checked when the header was parsed or the frame sealed.
+    """
+    return (int.from_bytes(key.iv_base, "big") ^ seq).to_bytes(IV_BYTES, "big")
 
 
 def seal(key: SessionKey, topic: str, seq: int, plaintext: bytes, content_type: str) -> bytes:
@@ -62,6 +73,29 @@ def seal(key: SessionKey, topic: str, seq: int, plaintext: bytes, content_type: 
     header_bytes = Header(key.gateway_id, key.epoch, seq, content_type).to_bytes()
     ciphertext = key.aead.encrypt(key.nonce(seq), plaintext, aad(topic, header_bytes))
     return msgpack.packb([header_bytes, ciphertext], use_bin_type=True)
+
+
+# Gateway ids repeat from envelope to envelope: one regex per new id, then a set lookup. Only ids
+# that matched enter, and the set is emptied at its limit, so garbage cannot grow it.
+_MEMO_LIMIT: Final = 1 << 14
+_valid_gateways: Final[set[str]] = set()
+
+
+def _learn_gateway(gateway_id: str) -> bool:
+    if GATEWAY_ID_RE.fullmatch(gateway_id) is None:
+        return False
+    if len(_valid_gateways) >= _MEMO_LIMIT:
+        _valid_gateways.clear()
+    _valid_gateways.add(gateway_id)
+    return True
+
+
+# A frozen dataclass's __init__ sets every field through object.__setattr__, which costs more than
+# the checks around it. Frozen only guards __setattr__: the slot descriptors fill the very same
+# slots, so the objects are identical to constructed ones (equality, repr, hashing, pickling).
+_new: Final = object.__new__
+_H0, _H1, _H2, _H3, _H4, _H5 = (Header.__dict__[name].__set__ for name in Header.__slots__)
+_O0, _O1 = (Opened.__dict__[name].__set__ for name in Opened.__slots__)
 
 
 def parse_header(header_bytes: bytes) -> Header:
@@ -81,7 +115,9 @@ def parse_header(header_bytes: bytes) -> Header:
     if algorithm != ALGORITHM:
         msg = f"unsupported algorithm {algorithm!r} (expected {ALGORITHM})"
         raise EnvelopeError(msg)
-    if not isinstance(gateway_id, str) or not GATEWAY_ID_RE.fullmatch(gateway_id):
+    if type(gateway_id) is not str or (
+        gateway_id not in _valid_gateways and not _learn_gateway(gateway_id)
+    ):
         msg = f"header gateway id {gateway_id!r} is not a valid gateway id"
         raise EnvelopeError(msg)
     if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCH:
@@ -93,7 +129,14 @@ def parse_header(header_bytes: bytes) -> Header:
     if content_type not in CONTENT_TYPES:
         msg = f"unknown content type {content_type!r}"
         raise EnvelopeError(msg)
-    return Header(gateway_id, epoch, seq, content_type)
+    header: Header = _new(Header)
+    _H0(header, gateway_id)
+    _H1(header, epoch)
+    _H2(header, seq)
+    _H3(header, content_type)
+    _H4(header, version)
+    _H5(header, algorithm)
+    return header
 
 
 def split(envelope: bytes) -> tuple[bytes, bytes]:
@@ -130,11 +173,14 @@ def open_envelope(topic: str, envelope: bytes, lookup: KeyLookup) -> Opened:
     header = parse_header(header_bytes)
     key = lookup(header.gateway_id, header.epoch)
     try:
-        plaintext = key.aead.decrypt(key.nonce(header.seq), ciphertext, aad(topic, header_bytes))
+        plaintext = key.aead.decrypt(_nonce(key, header.seq), ciphertext, aad(topic, header_bytes))
     except InvalidTag:
         msg = (
             f"tag did not verify for gateway {header.gateway_id!r} epoch {header.epoch} "
             f"seq {header.seq}: tampered, misrouted or sealed under another key"
         )
         raise AuthenticationError(msg) from None
-    return Opened(header, plaintext)
+    opened: Opened = _new(Opened)
+    _O0(opened, header)
+    _O1(opened, plaintext)
+    return opened

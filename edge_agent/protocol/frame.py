@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
@@ -155,136 +156,277 @@ def encode_frame(frame: Frame) -> bytes:
 
 
 # --- decoding: every check names the field path so a rejected frame can be diagnosed -------------
+# The sink opens thousands of frames a second, so the common case is a handful of type and length
+# tests per block; a field path is only formatted once something is wrong.
 
 _T = TypeVar("_T")
+_LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
+_COLUMNS: Final[tuple[tuple[str, np.dtype[Any]], ...]] = (
+    ("metric_codes", CODE_DTYPE),
+    ("ts_ns", TS_DTYPE),
+    ("values", VALUE_DTYPE),
+    ("quality", BITS_DTYPE),
+    ("flags", BITS_DTYPE),
+)
+
+
+# Tokens and gateway ids repeat from frame to frame: remember the ones that already matched so a
+# block costs a set lookup instead of a regex. Only valid strings enter; the set is emptied when
+# it reaches its limit, so garbage cannot grow it.
+_MEMO_LIMIT: Final = 1 << 16
+_valid_tokens: Final[set[str]] = set()
+_valid_gateways: Final[set[str]] = set()
+_valid_names: Final[set[str]] = set()
+
+
+def _memo_str(value: object, path: str, name: str, pattern: re.Pattern[str], memo: set[str]) -> str:
+    if type(value) is str and value in memo:
+        return value
+    checked = _str(value, path, name, pattern)
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo.add(checked)
+    return checked
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__, which costs more than
+# the rest of decoding a block. Frozen only guards __setattr__; the slot descriptors below fill
+# the very same slots directly, so the objects are identical (equality, repr, hashing, pickling).
+_new: Final = object.__new__
+_frombuffer: Final = np.frombuffer
+_B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = (
+    DeviceBlock.__dict__[name].__set__ for name in DeviceBlock.__slots__
+)
+_F0, _F1, _F2, _F3, _F4, _F5 = (Frame.__dict__[name].__set__ for name in Frame.__slots__)
+
+
+def _new_block(  # noqa: PLR0917 - the dataclass's own field order, as its __init__ takes it
+    device_token: str,
+    patient_token: str,
+    device_kind: str,
+    metric_codes: npt.NDArray[np.uint16],
+    ts_ns: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    quality: npt.NDArray[np.uint32],
+    flags: npt.NDArray[np.uint32],
+) -> DeviceBlock:
+    block: DeviceBlock = _new(DeviceBlock)
+    _B0(block, device_token)
+    _B1(block, patient_token)
+    _B2(block, device_kind)
+    _B3(block, metric_codes)
+    _B4(block, ts_ns)
+    _B5(block, values)
+    _B6(block, quality)
+    _B7(block, flags)
+    return block
+
+
+def _new_frame(  # noqa: PLR0917 - the dataclass's own field order, as its __init__ takes it
+    gateway_id: str,
+    sent_ns: int,
+    blocks: tuple[DeviceBlock, ...],
+    alerts: tuple[AlertEvent, ...],
+    statuses: tuple[DeviceStatus, ...],
+    bindings: tuple[BindingEvent, ...],
+) -> Frame:
+    frame: Frame = _new(Frame)
+    _F0(frame, gateway_id)
+    _F1(frame, sent_ns)
+    _F2(frame, blocks)
+    _F3(frame, alerts)
+    _F4(frame, statuses)
+    _F5(frame, bindings)
+    return frame
+
+
+def _where(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 def _array(value: object, path: str, length: int | None = None) -> tuple[object, ...]:
-    if not isinstance(value, tuple):
+    if type(value) is not tuple:
         raise FrameError(path, "must be an array")
     if length is not None and len(value) != length:
         raise FrameError(path, f"must have {length} elements, has {len(value)}")
     return value
 
 
-def _int(value: object, path: str, low: int, high: int) -> int:
+def _int(value: object, path: str, name: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
-        raise FrameError(path, f"must be an integer in {low}..{high}, got {value!r}")
+        raise FrameError(_where(path, name), f"must be an integer in {low}..{high}, got {value!r}")
     return value
 
 
-def _str(value: object, path: str, pattern: re.Pattern[str] | None = None, limit: int = 256) -> str:
-    if not isinstance(value, str) or len(value) > limit:
-        raise FrameError(path, f"must be a string of at most {limit} characters")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise FrameError(path, f"{value!r} does not match {pattern.pattern}")
+def _str(
+    value: object, path: str, name: str, pattern: re.Pattern[str] | None = None, limit: int = 256
+) -> str:
+    if type(value) is not str or len(value) > limit:
+        raise FrameError(_where(path, name), f"must be a string of at most {limit} characters")
+    if pattern is not None and pattern.fullmatch(value) is None:
+        raise FrameError(_where(path, name), f"{value!r} does not match {pattern.pattern}")
     return value
 
 
-def _choice(value: object, path: str, choices: Sequence[str]) -> str:
+def _choice(value: object, path: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
-        raise FrameError(path, f"must be one of {', '.join(choices)}, got {value!r}")
+        raise FrameError(_where(path, name), f"must be one of {', '.join(choices)}, got {value!r}")
     return str(value)
 
 
-def _optional(value: object, path: str, check: Callable[[object, str], _T]) -> _T | None:
-    return None if value is None else check(value, path)
+def _optional(
+    value: object, path: str, name: str, check: Callable[[object, str, str], _T]
+) -> _T | None:
+    return None if value is None else check(value, path, name)
 
 
-def _finite(value: object, path: str) -> float:
+def _finite(value: object, path: str, name: str) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise FrameError(path, f"must be a finite number, got {value!r}")
+        raise FrameError(_where(path, name), f"must be a finite number, got {value!r}")
     return float(value)  # type: ignore[arg-type]
 
 
-def _ns(value: object, path: str) -> int:
-    return _int(value, path, 0, 2**63 - 1)
+def _ns(value: object, path: str, name: str) -> int:
+    return _int(value, path, name, 0, 2**63 - 1)
 
 
-def _bool(value: object, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise FrameError(path, f"must be a boolean, got {value!r}")
+def _bool(value: object, path: str, name: str) -> bool:
+    if type(value) is not bool:
+        raise FrameError(_where(path, name), f"must be a boolean, got {value!r}")
     return value
 
 
-def _col(value: object, path: str, dtype: np.dtype[Any], n: int | None) -> npt.NDArray[Any]:
-    if not isinstance(value, bytes) or len(value) % dtype.itemsize:
-        raise FrameError(path, f"must be a binary column of {dtype.itemsize}-byte items")
-    count = len(value) // dtype.itemsize
-    if count > MAX_READINGS_PER_BLOCK:
-        raise FrameError(path, f"{count} readings exceed the block limit {MAX_READINGS_PER_BLOCK}")
-    if n is not None and count != n:
-        raise FrameError(path, f"has {count} items, the block's other columns have {n}")
-    return np.frombuffer(value, dtype=dtype)
+def _column_error(raw: tuple[object, ...], path: str) -> FrameError:
+    """Name the first of a block's five columns that is not what docs/wire-format.md §4 says."""
+    n: int | None = None
+    for (name, dtype), value in zip(_COLUMNS, raw[3:8], strict=True):
+        where = _where(path, name)
+        if type(value) is not bytes or len(value) % dtype.itemsize:
+            return FrameError(where, f"must be a binary column of {dtype.itemsize}-byte items")
+        count = len(value) // dtype.itemsize
+        if count > MAX_READINGS_PER_BLOCK:
+            return FrameError(
+                where, f"{count} readings exceed the block limit {MAX_READINGS_PER_BLOCK}"
+            )
+        if n is not None and count != n:
+            return FrameError(where, f"has {count} items, the block's other columns have {n}")
+        n = count
+    return FrameError(path, "columns are inconsistent")  # unreachable when the caller is right
 
 
 def _block(raw: object, path: str) -> DeviceBlock:
     f = _array(raw, path, 8)
-    codes = _col(f[3], f"{path}.metric_codes", CODE_DTYPE, None)
-    n = int(codes.shape[0])
-    ts_ns = _col(f[4], f"{path}.ts_ns", TS_DTYPE, n)
-    if n and int(ts_ns.min()) < 0:
-        msg = f"{path}.ts_ns"
-        raise FrameError(msg, "timestamps must not be negative")
-    return DeviceBlock(
-        device_token=_str(f[0], f"{path}.device_token", _TOKEN_RE),
-        patient_token=_str(f[1], f"{path}.patient_token", _TOKEN_RE),
-        device_kind=_str(f[2], f"{path}.device_kind", _NAME_RE),
-        metric_codes=codes.astype(np.uint16, copy=False),
-        ts_ns=ts_ns.astype(np.int64, copy=False),
-        values=_col(f[5], f"{path}.values", VALUE_DTYPE, n).astype(np.float64, copy=False),
-        quality=_col(f[6], f"{path}.quality", BITS_DTYPE, n).astype(np.uint32, copy=False),
-        flags=_col(f[7], f"{path}.flags", BITS_DTYPE, n).astype(np.uint32, copy=False),
+    device_token = _memo_str(f[0], path, "device_token", _TOKEN_RE, _valid_tokens)
+    patient_token = _memo_str(f[1], path, "patient_token", _TOKEN_RE, _valid_tokens)
+    device_kind = _memo_str(f[2], path, "device_kind", _NAME_RE, _valid_names)
+    codes, stamps, values, quality, flags = f[3:8]
+    if (
+        type(codes) is not bytes
+        or type(stamps) is not bytes
+        or type(values) is not bytes
+        or type(quality) is not bytes
+        or type(flags) is not bytes
+    ):
+        raise _column_error(f, path)
+    # One pass over the lengths (wire-format §4: n items of u16, i64, f64, u32, u32, little-endian).
+    n = len(codes) >> 1
+    if not (
+        n <= MAX_READINGS_PER_BLOCK
+        and len(codes) == 2 * n
+        and len(stamps) == 8 * n
+        and len(values) == 8 * n
+        and len(quality) == 4 * n
+        and len(flags) == 4 * n
+    ):
+        raise _column_error(f, path)
+    # Byte 7 of each little-endian i64 holds its sign bit: every such byte below 0x80 (isascii)
+    # means no timestamp is negative, without building an array to find the minimum.
+    if not stamps[7::8].isascii():
+        raise FrameError(_where(path, "ts_ns"), "timestamps must not be negative")
+    metric_codes = _frombuffer(codes, CODE_DTYPE)
+    ts_ns = _frombuffer(stamps, TS_DTYPE)
+    readings = _frombuffer(values, VALUE_DTYPE)
+    quality_bits = _frombuffer(quality, BITS_DTYPE)
+    flag_bits = _frombuffer(flags, BITS_DTYPE)
+    if not _LITTLE_ENDIAN_HOST:
+        # The wire is little-endian whatever the host; everything past the decoder sees native.
+        metric_codes = metric_codes.astype(np.uint16)
+        ts_ns = ts_ns.astype(np.int64)
+        readings = readings.astype(np.float64)
+        quality_bits = quality_bits.astype(np.uint32)
+        flag_bits = flag_bits.astype(np.uint32)
+    return _new_block(
+        device_token,
+        patient_token,
+        device_kind,
+        metric_codes,
+        ts_ns,
+        readings,
+        quality_bits,
+        flag_bits,
     )
 
 
 def _alert(raw: object, path: str) -> AlertEvent:
     f = _array(raw, path, 10)
     return AlertEvent(
-        alert_id=_str(f[0], f"{path}.alert_id", limit=64),
-        patient_token=_str(f[1], f"{path}.patient_token", _TOKEN_RE),
-        device_token=_str(f[2], f"{path}.device_token", _TOKEN_RE),
-        metric_code=_int(f[3], f"{path}.metric_code", 0, 0xFFFF),
-        kind=_str(f[4], f"{path}.kind", _NAME_RE),
-        severity=_choice(f[5], f"{path}.severity", SEVERITIES),  # type: ignore[arg-type]
-        state=_choice(f[6], f"{path}.state", ALERT_STATES),  # type: ignore[arg-type]
-        ts_ns=_ns(f[7], f"{path}.ts_ns"),
-        value=_optional(f[8], f"{path}.value", _finite),
-        detail=_str(f[9], f"{path}.detail"),
+        alert_id=_str(f[0], path, "alert_id", limit=64),
+        patient_token=_str(f[1], path, "patient_token", _TOKEN_RE),
+        device_token=_str(f[2], path, "device_token", _TOKEN_RE),
+        metric_code=_int(f[3], path, "metric_code", 0, 0xFFFF),
+        kind=_str(f[4], path, "kind", _NAME_RE),
+        severity=_choice(f[5], path, "severity", SEVERITIES),  # type: ignore[arg-type]
+        state=_choice(f[6], path, "state", ALERT_STATES),  # type: ignore[arg-type]
+        ts_ns=_ns(f[7], path, "ts_ns"),
+        value=_optional(f[8], path, "value", _finite),
+        detail=_str(f[9], path, "detail"),
     )
+
+
+def _rssi(value: object, path: str, name: str) -> int:
+    return _int(value, path, name, -150, 20)
+
+
+def _error_code(value: object, path: str, name: str) -> int:
+    return _int(value, path, name, 0, 2**32 - 1)
 
 
 def _status(raw: object, path: str) -> DeviceStatus:
     f = _array(raw, path, 9)
     return DeviceStatus(
-        device_token=_str(f[0], f"{path}.device_token", _TOKEN_RE),
-        device_kind=_str(f[1], f"{path}.device_kind", _NAME_RE),
-        ts_ns=_ns(f[2], f"{path}.ts_ns"),
-        link_up=_bool(f[3], f"{path}.link_up"),
-        battery_pct=_optional(f[4], f"{path}.battery_pct", _finite),
-        rssi_dbm=_optional(f[5], f"{path}.rssi_dbm", lambda v, p: _int(v, p, -150, 20)),
-        interval_s=_optional(f[6], f"{path}.interval_s", _finite),
-        errors_total=_int(f[7], f"{path}.errors_total", 0, 2**63 - 1),
-        error_code=_optional(f[8], f"{path}.error_code", lambda v, p: _int(v, p, 0, 2**32 - 1)),
+        device_token=_str(f[0], path, "device_token", _TOKEN_RE),
+        device_kind=_str(f[1], path, "device_kind", _NAME_RE),
+        ts_ns=_ns(f[2], path, "ts_ns"),
+        link_up=_bool(f[3], path, "link_up"),
+        battery_pct=_optional(f[4], path, "battery_pct", _finite),
+        rssi_dbm=_optional(f[5], path, "rssi_dbm", _rssi),
+        interval_s=_optional(f[6], path, "interval_s", _finite),
+        errors_total=_int(f[7], path, "errors_total", 0, 2**63 - 1),
+        error_code=_optional(f[8], path, "error_code", _error_code),
     )
 
 
 def _binding(raw: object, path: str) -> BindingEvent:
     f = _array(raw, path, 5)
     return BindingEvent(
-        device_token=_str(f[0], f"{path}.device_token", _TOKEN_RE),
-        patient_token=_str(f[1], f"{path}.patient_token", _TOKEN_RE),
-        action=_choice(f[2], f"{path}.action", BINDING_ACTIONS),  # type: ignore[arg-type]
-        ts_ns=_ns(f[3], f"{path}.ts_ns"),
-        patient_ref=_optional(f[4], f"{path}.patient_ref", _str),
+        device_token=_str(f[0], path, "device_token", _TOKEN_RE),
+        patient_token=_str(f[1], path, "patient_token", _TOKEN_RE),
+        action=_choice(f[2], path, "action", BINDING_ACTIONS),  # type: ignore[arg-type]
+        ts_ns=_ns(f[3], path, "ts_ns"),
+        patient_ref=_optional(f[4], path, "patient_ref", _str),
     )
 
 
 def _items(raw: object, path: str, parse: Callable[[object, str], _T]) -> tuple[_T, ...]:
     items = _array(raw, path)
+    if not items:
+        return ()
     if len(items) > MAX_ITEMS:
         raise FrameError(path, f"{len(items)} items exceed the limit {MAX_ITEMS}")
-    return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(items))
+    parsed = []
+    for i, item in enumerate(items):  # a plain loop: cheaper than a comprehension for one block
+        parsed.append(parse(item, f"{path}[{i}]"))
+    return tuple(parsed)
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -294,15 +436,16 @@ def decode_frame(data: bytes) -> Frame:
     except _MSGPACK_ERRORS as exc:
         msg = "$"
         raise FrameError(msg, f"not msgpack: {exc}") from exc
-    top = _array(raw, "$", 7)
-    if top[0] != SCHEMA_VERSION or type(top[0]) is not int:
+    version, gateway_id, sent_ns, blocks, alerts, statuses, bindings = _array(raw, "$", 7)
+    if type(version) is not int or version != SCHEMA_VERSION:
         msg = "schema_version"
-        raise FrameError(msg, f"unsupported {top[0]!r} (this reader knows 1)")
-    return Frame(
-        gateway_id=_str(top[1], "gateway_id", GATEWAY_ID_RE),
-        sent_ns=_ns(top[2], "sent_ns"),
-        blocks=_items(top[3], "blocks", _block),
-        alerts=_items(top[4], "alerts", _alert),
-        statuses=_items(top[5], "statuses", _status),
-        bindings=_items(top[6], "bindings", _binding),
+        raise FrameError(msg, f"unsupported {version!r} (this reader knows 1)")
+    # Most frames carry readings only: empty arrays skip the item parser altogether.
+    return _new_frame(
+        _memo_str(gateway_id, "", "gateway_id", GATEWAY_ID_RE, _valid_gateways),
+        _ns(sent_ns, "", "sent_ns"),
+        () if blocks == () else _items(blocks, "blocks", _block),
+        () if alerts == () else _items(alerts, "alerts", _alert),
+        () if statuses == () else _items(statuses, "statuses", _status),
+        () if bindings == () else _items(bindings, "bindings", _binding),
     )
