@@ -15,6 +15,7 @@ from rich.table import Table
 from cloud_sink.config import load_sink_config
 from cloud_sink.enrolment import TOKEN_LIFETIME_S, EnrolmentFailed, key_file, serve
 from cloud_sink.errors import CloudSinkError
+from cloud_sink.keyring import REVALIDATE_S
 from edge_agent.protocol.enrolment import mint_token
 from edge_agent.protocol.topics import GATEWAY_ID_RE
 
@@ -84,6 +85,34 @@ def add_command(
         _out.print(
             f"{gateway_id} enrolled (key epoch {enrolled.epoch}); secret in {enrolled.key_file}"
         )
+
+
+@app.command("revoke")
+def revoke_command(
+    gateway_id: Annotated[str, typer.Argument(help="The gateway to shut out.")],
+    config: ConfigOption = Path("configs/sink.toml"),
+) -> None:
+    """Refuse every key of a gateway from now on (the running sink within a second).
+
+    The key file moves to `revoked/` in the keyring (kept, 0600, for the record); the gateway
+    can only come back through `gateways add`, with a new secret.
+    """
+    try:
+        settings = load_sink_config(config)
+    except CloudSinkError as exc:
+        raise _fail(str(exc)) from None
+    path = key_file(settings.keyring_dir, gateway_id)
+    if not GATEWAY_ID_RE.fullmatch(gateway_id) or not path.exists():
+        msg = f"{gateway_id!r} is not enrolled (no {path.name} in {settings.keyring_dir})"
+        raise _fail(msg)
+    revoked_dir = settings.keyring_dir / "revoked"
+    revoked_dir.mkdir(mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path.replace(revoked_dir / f"{gateway_id}-{stamp}.key")
+    _out.print(
+        f"revoked {gateway_id}: its frames are refused from now on (within "
+        f"{REVALIDATE_S:g} s in a running sink); `gateways add {gateway_id}` enrols it anew"
+    )
 
 
 @app.command("list")

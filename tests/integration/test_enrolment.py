@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import stored_vitals, wait_for_vitals
+from cloud_sink.twin import count_vitals, stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import LocalStack
@@ -116,3 +116,32 @@ def test_a_wrong_token_gets_no_answer_and_no_key(
     assert "request refused" in err or "no valid enrolment request" in " ".join(err.split())
     assert not (stack.keyring_dir / "enrol-ward-2.key").exists()
     assert not (gateway.config_file.parent / "gateway.key").exists()
+
+
+def test_a_revoked_gateway_is_refused_by_the_running_sink(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(
+        tmp_path, mosquitto, influxdb, database=isolation, topic_prefix=f"{isolation}/"
+    )
+    stack.write_sink_config(batch_max_age_ms=100)
+    gateway = stack.add_gateway("revoke-ward", patients=1, seed=4, interval_scale=0.5)
+    influx = InfluxV1(influxdb.url, isolation)
+    try:
+        stack.start_sink()
+        stack.start_agent(gateway)
+        assert wait_for_vitals(influx, 10, 30.0) >= 10  # accepted while enrolled
+        subprocess.run(
+            [*GATEWAYS, "revoke", "revoke-ward", "--config", str(stack.sink_config)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        assert not (stack.keyring_dir / "revoke-ward.key").exists()
+        assert len(list((stack.keyring_dir / "revoked").glob("revoke-ward-*.key"))) == 1
+        time.sleep(2.0)  # the running sink re-checks key files every second
+        before = count_vitals(influx)
+        time.sleep(3.0)  # the agent keeps sealing and publishing meanwhile
+        assert count_vitals(influx) == before
+        assert "rejected (unknown_key)" in stack.sink_log.read_text()
+    finally:
+        stack.stop_all()
+        influx.close()
