@@ -139,6 +139,7 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
         writer=config.writer,
         topic_prefix=config.mqtt.topic_prefix,
         replay=ReplayGuard(config.state_dir / "replay.json"),
+        dead_letter_file=config.state_dir / "dead-letter.jsonl",
     )
     consumer.start()
     try:

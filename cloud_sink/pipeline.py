@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from cloud_sink.consumer import Inbound, MqttConsumer
@@ -97,8 +100,10 @@ class SinkPipeline:
         writer: WriterSettings,
         topic_prefix: str,
         replay: ReplayGuard,
+        dead_letter_file: Path | None = None,
     ) -> None:
         self._consumer = consumer
+        self._dead_letter_file = dead_letter_file
         self._keyring = keyring
         self._influx = influx
         self._writer = writer
@@ -106,6 +111,23 @@ class SinkPipeline:
         self._replay = replay
         self._routes: dict[str, ParsedTopic] = {}
         self.stats = SinkStats()
+
+    def _dead_letter(self, batch: _Batch, exc: DatabaseRejected) -> None:
+        if self._dead_letter_file is None:
+            return
+        record = {
+            "at_ns": time.time_ns(),
+            "status": exc.status,
+            "reason": exc.reason,
+            "lines": batch.lines,
+        }
+        try:
+            self._dead_letter_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._dead_letter_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with open(fd, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc_io:
+            _LOGGER.error("cannot write the dead-letter file: %s", exc_io.strerror)  # noqa: TRY400
 
     def _route(self, topic: str) -> ParsedTopic:
         route = self._routes.get(topic)
@@ -188,11 +210,16 @@ class SinkPipeline:
                     await asyncio.wait_for(stop.wait(), delay_s)
                 continue
             except DatabaseRejected as exc:
-                # InfluxDB keeps the good lines of a partial write; the rest are dead-lettered.
+                # InfluxDB keeps the good lines of a partial write; the batch goes to the
+                # dead-letter file with InfluxDB's reason (which names the refused lines), and
+                # its messages are acknowledged: a redelivery would be refused the same way.
                 self.stats.dead_lettered_batches += 1
-                _LOGGER.exception(
-                    "batch of %d lines partly refused: %s", len(batch.lines), exc.reason
+                _LOGGER.error(  # noqa: TRY400 - InfluxDB's reason says it all
+                    "batch of %d lines partly refused (dead-lettered): %s",
+                    len(batch.lines),
+                    exc.reason,
                 )
+                await asyncio.to_thread(self._dead_letter, batch, exc)
             else:
                 self.stats.points_written += len(batch.lines)
                 self.stats.vitals_written += batch.vitals

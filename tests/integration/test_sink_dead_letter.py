@@ -1,0 +1,56 @@
+"""Lines InfluxDB refuses are dead-lettered with its reason; the messages are still acknowledged.
+
+A point written beforehand makes `vital.value` a string field in the shard, so every float value
+the sink writes conflicts (InfluxDB answers 400 "partial write: field type conflict"). Retrying
+would never succeed: the sink records the batch in its dead-letter file and acknowledges, and the
+agent's spool drains.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_sink.influx import InfluxV1
+from firmware_sims.services import InfluxServer, MosquittoServer
+from firmware_sims.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_refused_lines_are_dead_lettered_with_the_reason(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxServer, isolation: str
+) -> None:
+    stack = LocalStack(
+        tmp_path, mosquitto, influxdb, database=isolation, topic_prefix=f"{isolation}/"
+    )
+    stack.write_sink_config(batch_max_age_ms=100)
+    gateway = stack.add_gateway("dead-ward", patients=1, seed=6, interval_scale=0.5)
+    influx = InfluxV1(influxdb.url, isolation)
+    dead_letter = tmp_path / "sink" / "state" / "dead-letter.jsonl"
+    try:
+        influx.query(f'CREATE DATABASE "{isolation}"', write=True)
+        # Now, so it lands in the shard the live readings go to (field types are per shard).
+        influx.write([f'vital,patient=0,metric=x,device=0 value="not a number" {time.time_ns()}'])
+        stack.start_sink()
+        stack.start_agent(gateway)
+        time.sleep(3.0)
+        # The agent's spool empties: the sink acknowledged what it could not store.
+        assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
+        assert "stay spooled" not in gateway.log_file.read_text()
+        deadline = time.monotonic() + 20.0
+        while not dead_letter.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        records = [json.loads(line) for line in dead_letter.read_text().splitlines()]
+    finally:
+        stack.stop_all()
+        influx.close()
+    assert records
+    assert all(r["status"] == 400 and "field type conflict" in r["reason"] for r in records)
+    assert sum(len(r["lines"]) for r in records) > 10
+    assert all(line.startswith("vital,") for r in records for line in r["lines"])
+    assert dead_letter.stat().st_mode & 0o777 == 0o600
+    assert "dead-lettered" in stack.sink_log.read_text()
