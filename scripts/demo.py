@@ -13,8 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_sink.clinical import record_observation, ward, ward_table
+from cloud_sink.fhir import build_bundle, bundle_counts, read_export, write_bundle
 from cloud_sink.influx import InfluxV1
-from cloud_sink.twin import iso_utc, list_patients, read_twin, stored_vitals, wait_for_vitals
+from cloud_sink.twin import (
+    iso_utc,
+    list_patients,
+    read_devices,
+    read_environment,
+    read_twin,
+    stored_vitals,
+    wait_for_vitals,
+)
 from edge_agent.config import MAX_SIMULATED_PATIENTS
 from firmware_sims.ledger import LedgerEntry, read_ledger, reconcile
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
@@ -40,6 +49,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _twin_tables(console: Console, influx: InfluxV1) -> None:
+    now_ns = time.time_ns()
     for patient in list_patients(influx):
         twin = read_twin(influx, patient)
         table = Table(title=f"twin of patient {patient[:12]}… ({twin.readings} readings)")
@@ -54,6 +64,25 @@ def _twin_tables(console: Console, influx: InfluxV1) -> None:
                 str(vital.readings),
             )
         console.print(table)
+        devices = read_devices(influx, patient, now_ns)
+        health = Table(title=f"devices of patient {patient[:12]}…")
+        for column in ("device", "kind", "last reading", "per hour", "interval", "battery"):
+            health.add_column(column)
+        for device in devices:
+            health.add_row(
+                device.device[:8],
+                device.kind or "?",
+                iso_utc(device.last_ts_ns)[11:19],
+                str(device.readings_last_hour),
+                "-" if device.interval_s is None else f"{device.interval_s:.3g} s",
+                "-" if device.battery_pct is None else f"{device.battery_pct:g} %",
+            )
+        console.print(health)
+        for reading in read_environment(influx, patient, devices).values():
+            console.print(
+                f"room: {reading.metric} {reading.value:g} {reading.unit} "
+                f"({reading.source} sensor, {iso_utc(reading.ts_ns)[11:19]})"
+            )
 
 
 def _alerts(console: Console, influx: InfluxV1) -> dict[str, int]:
@@ -69,6 +98,13 @@ def _alerts(console: Console, influx: InfluxV1) -> dict[str, int]:
                 f"patient {str(row[column['patient']])[:12]}… at {iso_utc(int(row[0]))[11:23]}"
             )
     return counts
+
+
+def _fhir_export(influx: InfluxV1, patient: str, out: Path) -> dict[str, int]:
+    """The patient's twin as a FHIR R4 Bundle, as `cloud-sink export fhir` writes it."""
+    bundle = build_bundle(read_export(influx, patient, None), time.time_ns())
+    write_bundle(bundle, out, patient)
+    return bundle_counts(bundle)
 
 
 def _readings_by_path(entries: list[LedgerEntry]) -> dict[str, int]:
@@ -126,6 +162,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
             alerts = _alerts(console, influx)
             console.print(ward_table(ward(influx, time.time_ns())))
             result = reconcile(entries, stored_vitals(influx))
+            fhir = _fhir_export(influx, entries[0].patient, root / "fhir-bundle.json")
+            console.print(
+                f"FHIR R4 bundle of patient {entries[0].patient[:12]}… in "
+                f"{root / 'fhir-bundle.json'}: {fhir}"
+            )
         finally:
             stack.stop_all()
             influx.close()
@@ -137,6 +178,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         "readings_generated": result.generated,
         "readings_stored": result.stored,
         "readings_by_path": paths,
+        "fhir_bundle": fhir,
         "stored_equals_generated": result.exact and result.stored == result.generated,
         "missing": result.missing,
         "extra": result.extra,
