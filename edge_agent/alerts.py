@@ -30,7 +30,11 @@ from edge_agent.sources import Reading
 _LOGGER = logging.getLogger(__name__)
 _NS: Final = 1_000_000_000
 
-Category = Literal["physiological", "technical"]
+Category = Literal["physiological", "technical", "advisory"]
+"""Advisories flag a sustained deviation from the patient's own baseline (the CUSUM flags)
+while the value may still be inside every absolute threshold: information for the nurse, never
+a page; they are kept apart from physiological alerts and suppressed like them by a technical
+alert on the device."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,7 +74,7 @@ class AlertRule:
         return int(self.raise_after_s * _NS)
 
     def condition(self, value: float, flags: int) -> bool:
-        if self.category == "technical" and self.flag_mask:
+        if self.category != "physiological" and self.flag_mask:
             return bool(flags & self.flag_mask)
         if self.below is not None and value < self.below:
             return True
@@ -78,7 +82,7 @@ class AlertRule:
 
     def cleared(self, value: float, flags: int) -> bool:
         """True when the reading is on the safe side of the hysteresis band."""
-        if self.category == "technical" and self.flag_mask:
+        if self.category != "physiological" and self.flag_mask:
             return not flags & self.flag_mask
         if self.below is not None and value < self.below + self.clear_margin:
             return False
@@ -138,6 +142,26 @@ DEFAULT_RULES: Final[tuple[AlertRule, ...]] = (
     _phys("battery_low", "battery", "info", 0.0, 0.0, below=20.0, clear_margin=5.0),
 )
 TECHNICAL_KINDS: Final[dict[str, int]] = {"probe_off": fl.QUALITY_BAD, "flatline": fl.FLATLINE}
+
+
+ADVISORY_KINDS: Final[dict[str, int]] = {
+    "baseline_rise": fl.CUSUM_HIGH,
+    "baseline_fall": fl.CUSUM_LOW,
+}
+ADVISORY_AFTER_S: Final = 900.0
+"""A deviation from the personal baseline must last 15 minutes to become an advisory."""
+
+
+def advisory_rules(metrics: Iterable[str]) -> tuple[AlertRule, ...]:
+    """Deviation advisories from the personal baseline for every metric whose preset runs the
+    two-sided CUSUM; raised after 15 minutes of deviation, cleared after 15 without."""
+    return tuple(
+        AlertRule(
+            kind, metric, "advisory", "info", ADVISORY_AFTER_S, ADVISORY_AFTER_S, flag_mask=mask
+        )
+        for metric in metrics
+        for kind, mask in ADVISORY_KINDS.items()
+    )
 
 
 def technical_rules(metrics: Iterable[str], raise_after_s: float = 10.0) -> tuple[AlertRule, ...]:
@@ -252,9 +276,10 @@ class AlertEngine:
                     self._silence_event(patient, device, silence, ts_ns=ts_ns, raised=False)
                 )
         for rule in self._by_metric.get(metric, ()):
-            if rule.category == "physiological" and flags & fl.ARTIFACT:
+            trusted_only = rule.category != "technical"
+            if trusted_only and flags & fl.ARTIFACT:
                 continue  # an artifact neither raises nor clears anything
-            if rule.category == "physiological" and self._technical_open(patient, device):
+            if trusted_only and self._technical_open(patient, device):
                 continue
             state = self._state.setdefault((patient, device, rule.kind), _State())
             state.last_value = value

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.alerts import DEFAULT_RULES, AlertEngine, technical_rules
+from edge_agent.alerts import DEFAULT_RULES, AlertEngine, advisory_rules, technical_rules
 from edge_agent.filters import BaselineStore, FilterBank, Presets, UnknownMetricError
+from edge_agent.filters.presets import DETECT_CUSUM
 from edge_agent.protocol import AlertEvent, by_code
 from edge_agent.sources import Reading
 
@@ -26,7 +27,13 @@ class DetectionStage:
     def __init__(self, presets: Presets, engine: AlertEngine | None = None) -> None:
         self.bank = FilterBank(presets)
         self.engine = engine or AlertEngine(
-            rules=(*DEFAULT_RULES, *technical_rules(presets.metrics))
+            rules=(
+                *DEFAULT_RULES,
+                *technical_rules(presets.metrics),
+                *advisory_rules(
+                    m for m in presets.metrics if presets.get(m).detectors & DETECT_CUSUM
+                ),
+            )
         )
         self._watched: set[tuple[str, str]] = set()
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Final
 
-from edge_agent.alerts import DEFAULT_RULES, AlertRule
+from edge_agent.alerts import ADVISORY_KINDS, DEFAULT_RULES, AlertRule
 from edge_agent.detect import DetectionStage
 from edge_agent.filters import flags as fl
 from edge_agent.filters import load_presets
@@ -118,6 +118,7 @@ def main(argv: list[str]) -> int:
     from_crossing: dict[GroundTruth, float] = {}
     truths_all: list[GroundTruth] = []
     true_alerts = false_alerts = technical = readings = 0
+    advisories = advisories_in_events = 0
     false_by_kind: dict[str, int] = defaultdict(int)
     for index in range(1, args.patients + 1):
         patient = simulate_patient(
@@ -129,6 +130,14 @@ def main(argv: list[str]) -> int:
         for alert in alerts:
             if alert.kind in TECHNICAL:
                 technical += 1
+                continue
+            if alert.kind in ADVISORY_KINDS:
+                # Deviation advisories are information, not alarms: counted apart, with how many
+                # fell during an injected event (they are not scored as detections).
+                advisories += 1
+                advisories_in_events += any(
+                    t.start_ns <= alert.ts_ns <= t.end_ns + GRACE_NS for t in patient.truths
+                )
                 continue
             truth = _match(alert, patient.truths)
             if truth is None:
@@ -177,6 +186,9 @@ def main(argv: list[str]) -> int:
         "false_alerts_per_patient_hour": round(false_alerts / patient_hours, 4),
         "false_alerts_by_kind": dict(false_by_kind),
         "technical_alerts": technical,
+        "advisories": advisories,
+        "advisories_per_patient_hour": round(advisories / patient_hours, 4),
+        "advisories_during_events": advisories_in_events,
         "per_event_type": per_kind,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.alerts import AlertEngine, technical_rules
+from edge_agent.alerts import AlertEngine, advisory_rules, technical_rules
 from edge_agent.filters import flags as fl
 from edge_agent.protocol import AlertEvent, by_name
 from edge_agent.sources import Reading
@@ -120,3 +120,23 @@ def test_a_desaturation_with_one_reading_above_90_restarts_the_15_s_delay() -> N
     series = [(float(t), 91.0 if t == 10 else 88.0) for t in range(0, 30)]
     events = _run(engine, series)
     assert [(e.kind, e.ts_ns) for e in events] == [("spo2_low", T0 + 26 * S)]
+
+
+def test_a_sustained_deviation_from_the_baseline_is_an_advisory_not_an_alarm() -> None:
+    engine = AlertEngine(rules=advisory_rules(["spo2"]))
+    # 95 % is inside every threshold, but the CUSUM says it is below this patient's baseline.
+    minutes = [e for t in range(0, 16 * 60, 10) for e in _spo2(engine, t, 95.0, fl.CUSUM_LOW)]
+    assert [(e.kind, e.severity, e.state, e.ts_ns) for e in minutes] == [
+        ("baseline_fall", "info", "raised", T0 + 900 * S)
+    ]
+    back = [e for t in range(960, 2000, 10) for e in _spo2(engine, t, 97.0)]
+    assert [(e.kind, e.state, e.ts_ns) for e in back] == [
+        ("baseline_fall", "cleared", T0 + (960 + 900) * S)
+    ]
+
+
+def test_an_advisory_waits_while_the_device_has_a_technical_alert() -> None:
+    engine = AlertEngine(rules=(*advisory_rules(["spo2"]), *technical_rules(["spo2"])))
+    flags = fl.CUSUM_LOW | fl.QUALITY_BAD
+    events = [e for t in range(0, 16 * 60, 10) for e in _spo2(engine, t, 95.0, flags)]
+    assert [e.kind for e in events] == ["probe_off"]
