@@ -18,6 +18,7 @@ from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.errors import DatabaseRejected, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
+from cloud_sink.lineproto import encode_line
 from cloud_sink.replay import Mark, ReplayGuard
 from cloud_sink.validate import frame_points
 from edge_agent.protocol import (
@@ -41,6 +42,9 @@ TAKE_LIMIT: Final = 256
 # Topics repeat (two per gateway): parse each once. Only valid topics are kept, and the cache
 # is emptied at this size so garbage topics cannot grow it.
 ROUTE_CACHE_LIMIT: Final = 65_536
+
+UNKNOWN_GATEWAY: Final = "unknown"
+"""The gateway tag of a refusal whose topic names no valid gateway."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,6 +114,7 @@ class SinkPipeline:
         self._prefix = topic_prefix
         self._replay = replay
         self._routes: dict[str, ParsedTopic] = {}
+        self._security_ns = 0
         self.stats = SinkStats()
 
     def _dead_letter(self, batch: _Batch, exc: DatabaseRejected) -> None:
@@ -172,6 +177,22 @@ class SinkPipeline:
                     "gateway %s: %d readings refused (%s)", route.gateway_id, count, reason
                 )
 
+    def _security_line(self, full_topic: str, reason: str) -> str:
+        """One `sink_security` point per refused envelope (DESIGN §4): the gateway the topic
+        names when it is a valid id (never a raw topic string in a tag), and the reason."""
+        try:
+            gateway = self._route(full_topic).gateway_id
+        except WireError:
+            gateway = UNKNOWN_GATEWAY
+        # Its own nanosecond, so two refusals never overwrite one another.
+        self._security_ns = max(time.time_ns(), self._security_ns + 1)
+        return encode_line(
+            "sink_security",
+            {"gateway": gateway, "reason": reason},
+            {"rejected": 1},
+            self._security_ns,
+        )
+
     def _take(self, batch: _Batch, message: Inbound) -> None:
         self.stats.messages_in += 1
         if not batch.messages:
@@ -184,6 +205,7 @@ class SinkPipeline:
             reason = rejection_reason(exc)
             self.stats.rejected[reason] += 1
             _LOGGER.warning("envelope on %s rejected (%s): %s", message.topic, reason, exc.reason)
+            batch.lines.append(self._security_line(message.topic, reason))
 
     async def _write(self, batch: _Batch, stop: asyncio.Event) -> bool:
         """Write until InfluxDB accepts, or refuses as malformed (the batch is dead-lettered).

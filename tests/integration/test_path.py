@@ -164,6 +164,14 @@ def test_tampered_misrouted_and_garbage_envelopes_are_never_written(
     assert "rejected (tag_invalid)" in log
     assert "rejected (envelope_malformed)" in log
     assert log.count("1 replays dropped") == 2
+    # Every refusal is also a sink_security point, tagged with the gateway and the reason.
+    security = influx.query(
+        'SELECT sum("rejected") FROM "sink_security" GROUP BY "gateway", "reason"'
+    )
+    counts = {(s.tags["gateway"], s.tags["reason"]): s.values[0][1] for s in security}
+    assert counts[("it-ward-2", "tag_invalid")] == 1
+    assert counts[("it-ward-2", "envelope_malformed")] == 1
+    assert sum(counts.values()) == 3  # and the misrouted one, under the gateway its topic names
 
 
 def test_cli_help_lists_the_commands() -> None:
