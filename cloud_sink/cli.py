@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -358,6 +358,28 @@ def _report_profile(action: str, profile: PatientProfile) -> None:
     typer.echo(f"{action} {profile.patient[:8]}…: {profile_summary(profile)}")
 
 
+ProfileOptions = tuple[int | None, str | None, list[str] | None, str | None, str | None, str | None]
+"""The profile options of `patients admit|update`: age, sex, conditions, diagnosis, treatment,
+next appointment."""
+
+
+def _change_profile(
+    apply: Callable[[InfluxV1, str, ProfileChanges, int], PatientProfile],
+    verb: str,
+    config: Path,
+    patient: str,
+    options: ProfileOptions,
+) -> None:
+    """admit and update: check the options before touching the database, apply, report."""
+    try:
+        changes = _changes(patient, *options)
+        with _database(config) as influx:
+            profile = apply(influx, patient, changes, time.time_ns())
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    _report_profile(verb, profile)
+
+
 @patients_app.command("admit")
 def patients_admit(
     patient: PatientArgument,
@@ -370,13 +392,8 @@ def patients_admit(
     config: ConfigOption = Path("configs/sink.toml"),
 ) -> None:
     """Admit a patient: a new profile (age, sex and conditions carry over from a past stay)."""
-    try:
-        changes = _changes(patient, age, sex, condition, diagnosis, treatment, next_appointment)
-        with _database(config) as influx:
-            profile = admit(influx, patient, changes, time.time_ns())
-    except CloudSinkError as exc:
-        raise _fail(exc) from None
-    _report_profile("admitted", profile)
+    options = (age, sex, condition, diagnosis, treatment, next_appointment)
+    _change_profile(admit, "admitted", config, patient, options)
 
 
 @patients_app.command("update")
@@ -391,13 +408,8 @@ def patients_update(
     config: ConfigOption = Path("configs/sink.toml"),
 ) -> None:
     """Change the given profile fields; every other field keeps its latest value."""
-    try:
-        changes = _changes(patient, age, sex, condition, diagnosis, treatment, next_appointment)
-        with _database(config) as influx:
-            profile = update(influx, patient, changes, time.time_ns())
-    except CloudSinkError as exc:
-        raise _fail(exc) from None
-    _report_profile("updated", profile)
+    options = (age, sex, condition, diagnosis, treatment, next_appointment)
+    _change_profile(update, "updated", config, patient, options)
 
 
 @patients_app.command("discharge")

@@ -22,7 +22,7 @@ from edge_agent.devices import decode as decode_payload
 from edge_agent.devices import resolve_characteristic
 from edge_agent.devices import to_json_dict as gatt_json
 from edge_agent.enroll import enroll as run_enrolment
-from edge_agent.errors import EdgeAgentError, sole_error
+from edge_agent.errors import EdgeAgentError, run_command
 from edge_agent.filters import FilterError, load_presets, warm_up
 from edge_agent.hardware import open_hardware, registry_sources
 from edge_agent.journal import IntakeJournal
@@ -186,15 +186,9 @@ def run(
     configure_logging(log_level, log_format)
     try:
         settings = load_agent_config(config)
-        stats = asyncio.run(_run_agent(settings))
+        stats = run_command(_run_agent(settings))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
-    except BaseExceptionGroup as group:
-        # An error of ours raised inside the (simulated) hardware's task groups.
-        error = sole_error(group)
-        if isinstance(error, EdgeAgentError):
-            raise _fail(error) from None
-        raise
     if stats.frames_left_spooled:
         raise typer.Exit(code=1)
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from edge_agent.config import AgentConfig, load_agent_config
-from edge_agent.errors import EdgeAgentError, sole_error
+from edge_agent.errors import EdgeAgentError, run_command
 from edge_agent.hardware import Hardware, open_hardware
 from edge_agent.pairing import BATTERY_CODE, Found, PairingError, listen, scan
 from edge_agent.protocol import by_code
@@ -29,7 +27,6 @@ from edge_agent.registry import (
 )
 from edge_agent.sources import Reading
 
-T = TypeVar("T")
 app = typer.Typer(
     help="Bind devices to patients (the registry the agent reads).", no_args_is_help=True
 )
@@ -45,18 +42,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=code)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, with an error of ours raised from inside the hardware's task groups
-    surfacing as itself (so the command reports it in one line)."""
-    try:
-        return asyncio.run(coro)
-    except BaseExceptionGroup as group:
-        error = sole_error(group)
-        if isinstance(error, EdgeAgentError):
-            raise error from None
-        raise
 
 
 def _load(config_file: Path) -> tuple[AgentConfig, Registry]:
@@ -106,7 +91,7 @@ def scan_command(
             return await scan(timeout_s, hardware)
 
     with _err.status(f"scanning for {timeout_s:g} s ...", spinner="dots"):
-        found = _run(run())
+        found = run_command(run())
     bound: list[str | None] = []
     for device in found:
         binding = registry.find(device.address)
@@ -205,7 +190,7 @@ def add_command(
 
     try:
         with _err.status("connecting and waiting for the first reading ...", spinner="dots"):
-            binding, readings = _run(run())
+            binding, readings = run_command(run())
     except PairingError as exc:
         raise _fail(exc, code=1) from None
     except EdgeAgentError as exc:
@@ -277,7 +262,7 @@ def check_command(
             return await listen(binding, hardware, seconds=seconds)
 
     with _err.status(f"listening to {binding.log_name} for {seconds:g} s ...", spinner="dots"):
-        readings = _run(run())
+        readings = run_command(run())
     rows = [_reading_row(reading) for reading in readings]
     if as_json:
         typer.echo(json.dumps(rows))

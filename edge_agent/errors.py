@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class EdgeAgentError(Exception):
     """Root of every error the edge agent raises on purpose."""
@@ -41,3 +47,15 @@ def sole_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def run_command(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run for a CLI command: an error of ours raised inside the (simulated) hardware's
+    task groups surfaces as itself, so the command reports it in one line."""
+    try:
+        return asyncio.run(coro)
+    except BaseExceptionGroup as group:
+        error = sole_error(group)
+        if isinstance(error, EdgeAgentError):
+            raise error from None
+        raise

@@ -17,7 +17,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from edge_agent.config import AgentConfig, SimulationSettings
-from edge_agent.registry import Registry
+from edge_agent.registry import Binding, Registry
 from edge_agent.sources import Source
 from edge_agent.sources.ble import BleManager, BondedDevice
 from edge_agent.sources.serial import SerialKind, SerialSource
@@ -80,21 +80,33 @@ async def _simulated(
             yield ward
 
 
+def bonded_device(binding: Binding) -> BondedDevice:
+    """What the BLE source needs of a bound BLE device."""
+    return BondedDevice(
+        address=binding.address,
+        device_token=binding.device_token,
+        patient_token=binding.patient_token,
+        device_kind=binding.kind,
+        expected_interval_s=binding.expected_interval_s,
+    )
+
+
+def serial_source(binding: Binding) -> SerialSource:
+    """The serial source of a bound port, named by its log-safe name (never the path)."""
+    return SerialSource(
+        binding.log_name,
+        binding.address,
+        SerialKind(binding.kind),
+        device_token=binding.device_token,
+        patient_token=binding.patient_token,
+    )
+
+
 def registry_sources(registry: Registry, hardware: Hardware) -> list[Source]:
     """Sources for the registry's active bindings: one BLE manager (one adapter) and a serial
     source per bound port."""
     sources: list[Source] = []
-    bonded = [
-        BondedDevice(
-            address=b.address,
-            device_token=b.device_token,
-            patient_token=b.patient_token,
-            device_kind=b.kind,
-            expected_interval_s=b.expected_interval_s,
-        )
-        for b in registry.active()
-        if b.transport == "ble"
-    ]
+    bonded = [bonded_device(b) for b in registry.active() if b.transport == "ble"]
     if bonded:
         sources.append(
             BleManager(
@@ -103,15 +115,5 @@ def registry_sources(registry: Registry, hardware: Hardware) -> list[Source]:
                 scanner_backend=hardware.scanner_backend,
             )
         )
-    sources.extend(
-        SerialSource(
-            b.log_name,
-            b.address,
-            SerialKind(b.kind),
-            device_token=b.device_token,
-            patient_token=b.patient_token,
-        )
-        for b in registry.active()
-        if b.transport == "serial"
-    )
+    sources.extend(serial_source(b) for b in registry.active() if b.transport == "serial")
     return sources

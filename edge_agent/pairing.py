@@ -19,12 +19,11 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from edge_agent.errors import EdgeAgentError
-from edge_agent.hardware import Hardware
+from edge_agent.hardware import Hardware, bonded_device, serial_source
 from edge_agent.protocol import by_name
 from edge_agent.registry import Binding
 from edge_agent.sources import Reading, Source
-from edge_agent.sources.ble import HEALTH_SERVICE_UUIDS, BleSettings, BleSource, BondedDevice
-from edge_agent.sources.serial import SerialKind, SerialSource
+from edge_agent.sources.ble import HEALTH_SERVICE_UUIDS, BleSettings, BleSource
 
 # The kind a device advertising this service most likely is (Assigned Numbers §3.4); a chest
 # patch advertises Heart Rate too and is told apart by its vendor service once connected.
@@ -114,24 +113,12 @@ def source_for(binding: Binding, hardware: Hardware, ble: BleSettings | None = N
     """The agent's own source for one bound device."""
     if binding.transport == "ble":
         return BleSource(
-            BondedDevice(
-                address=binding.address,
-                device_token=binding.device_token,
-                patient_token=binding.patient_token,
-                device_kind=binding.kind,
-                expected_interval_s=binding.expected_interval_s,
-            ),
+            bonded_device(binding),
             settings=ble,
             client_backend=hardware.client_backend,
             scanner_backend=hardware.scanner_backend,
         )
-    return SerialSource(
-        binding.log_name,
-        binding.address,
-        SerialKind(binding.kind),
-        device_token=binding.device_token,
-        patient_token=binding.patient_token,
-    )
+    return serial_source(binding)
 
 
 async def listen(

@@ -184,27 +184,45 @@ class SimulatedWard:
             self.bench.append(self.radio.add(peripheral))
         ports_dir.mkdir(parents=True, exist_ok=True)
         for kind in (SerialKind.IMPLANT, SerialKind.MONITOR):
-            short = "implant" if kind is SerialKind.IMPLANT else "monitor"
             self.serial.append(
-                SerialSim(
-                    label=f"{short}-bench",
-                    kind=kind,
-                    device=ImplantReceiverSim(self.settings.seed)
-                    if kind is SerialKind.IMPLANT
-                    else BedsideMonitorSim(self.settings.seed),
-                    port=PtyPort(ports_dir / f"{short}-00"),
+                self._new_serial_sim(
+                    kind,
+                    self.settings.seed,
+                    where="bench",
+                    port_suffix="00",
+                    ports_dir=ports_dir,
                     device_token="",
                     patient_token="",
-                    interval_s=SERIAL_INTERVAL_S[kind] * self.settings.interval_scale,
                 )
             )
 
     def _serial_sim(
         self, patient: SimulatedPatient, kind: SerialKind, ports_dir: Path
     ) -> SerialSim:
-        short = "implant" if kind is SerialKind.IMPLANT else "monitor"
         rng = np.random.default_rng([self.settings.seed, patient.index, 2, len(self.serial)])
         device_seed = int(rng.integers(0, 2**31))
+        return self._new_serial_sim(
+            kind,
+            device_seed,
+            where=f"bed{patient.index:02d}",
+            port_suffix=f"{patient.index:02d}",
+            ports_dir=ports_dir,
+            device_token=mint_token(rng),
+            patient_token=patient.patient_token,
+        )
+
+    def _new_serial_sim(
+        self,
+        kind: SerialKind,
+        device_seed: int,
+        *,
+        where: str,
+        port_suffix: str,
+        ports_dir: Path,
+        device_token: str,
+        patient_token: str,
+    ) -> SerialSim:
+        short = "implant" if kind is SerialKind.IMPLANT else "monitor"
         device: ImplantReceiverSim | BedsideMonitorSim = (
             ImplantReceiverSim(device_seed)
             if kind is SerialKind.IMPLANT
@@ -214,12 +232,12 @@ class SimulatedWard:
             _MIN_SERIAL_INTERVAL_S, SERIAL_INTERVAL_S[kind] * self.settings.interval_scale
         )
         return SerialSim(
-            label=f"{short}-bed{patient.index:02d}",
+            label=f"{short}-{where}",
             kind=kind,
             device=device,
-            port=PtyPort(ports_dir / f"{short}-{patient.index:02d}"),
-            device_token=mint_token(rng),
-            patient_token=patient.patient_token,
+            port=PtyPort(ports_dir / f"{short}-{port_suffix}"),
+            device_token=device_token,
+            patient_token=patient_token,
             interval_s=interval_s,
         )
 
