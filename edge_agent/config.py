@@ -121,7 +121,7 @@ def _broker(table: Table, gateway_id: str) -> BrokerSettings:
         keepalive_s=table.integer("keepalive_s", 10, low=2, high=10),
         connect_timeout_s=table.number("connect_timeout_s", 10.0, low=0.5, high=120.0),
         publish_timeout_s=table.number("publish_timeout_s", 10.0, low=0.5, high=120.0),
-        reconnect_max_s=table.number("reconnect_max_s", 30.0, low=0.5, high=600.0),
+        reconnect_max_s=table.number("reconnect_max_s", 10.0, low=0.5, high=600.0),
         tls_ca_file=str(table.path("tls_ca_file")) if table.has("tls_ca_file") else None,
         session_expiry_s=table.integer("session_expiry_s", 86_400, low=0, high=7 * 86_400),
     )
