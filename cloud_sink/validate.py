@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cloud_sink.lineproto import encode_line, vital_line, vital_lines
-from edge_agent.protocol import CATALOGUE, Frame
+from edge_agent.protocol import CATALOGUE, DeviceStatus, Frame, GatewayHealth
 
 MAX_FUTURE_SKEW_NS: Final = 300 * 1_000_000_000
 # Nothing the product ingests predates its first release; older stamps are clock faults.
@@ -98,29 +98,48 @@ def frame_points(frame: Frame, now_ns: int | None = None) -> Points:
                 alert.ts_ns,
             )
         )
-    for status in frame.statuses:
-        health: dict[str, float | int | str | bool] = {
-            "link_up": status.link_up,
-            "errors_total": status.errors_total,
-        }
-        optional = {
-            "battery_pct": status.battery_pct,
-            "rssi_dbm": status.rssi_dbm,
-            "interval_s": status.interval_s,
-            "error_code": status.error_code,
-        }
-        health.update({key: value for key, value in optional.items() if value is not None})
-        out.lines.append(
-            encode_line(
-                "device_health",
-                {"device": status.device_token, "gateway": frame.gateway_id,
-                 "kind": status.device_kind},
-                health,
-                status.ts_ns,
-            )
-        )  # fmt: skip
+    out.lines.extend(_status_line(frame.gateway_id, status) for status in frame.statuses)
+    if frame.gateway is not None:
+        out.lines.append(_gateway_line(frame.gateway_id, frame.gateway))
     if frame.bindings:
         # The identity registry that stores bindings arrives with enrolment (issue #6); until
         # then a binding is refused by name, never dropped silently.
         out.refused["binding_unsupported"] += len(frame.bindings)
     return out
+
+
+def _gateway_line(gateway_id: str, health: GatewayHealth) -> str:
+    """A `gateway_health` point (DESIGN §4); unknown figures are left out, never written as 0."""
+    fields: dict[str, float | int | str | bool] = {
+        "uptime_s": health.uptime_s,
+        "spool_frames": health.spool_frames,
+        "spool_bytes": health.spool_bytes,
+        "dropped_total": health.dropped_total,
+        "evicted_frames": health.evicted_frames,
+        "connections_total": health.connections_total,
+    }
+    optional = {
+        "oldest_unsent_s": health.oldest_unsent_s,
+        "publish_lag_s": health.publish_lag_s,
+        "cpu_pct": health.cpu_pct,
+        "rss_mb": health.rss_mb,
+    }
+    fields.update({key: value for key, value in optional.items() if value is not None})
+    return encode_line("gateway_health", {"gateway": gateway_id}, fields, health.ts_ns)
+
+
+def _status_line(gateway_id: str, status: DeviceStatus) -> str:
+    """A `device_health` point; unknown figures are left out, never written as 0."""
+    health: dict[str, float | int | str | bool] = {
+        "link_up": status.link_up,
+        "errors_total": status.errors_total,
+    }
+    optional = {
+        "battery_pct": status.battery_pct,
+        "rssi_dbm": status.rssi_dbm,
+        "interval_s": status.interval_s,
+        "error_code": status.error_code,
+    }
+    health.update({key: value for key, value in optional.items() if value is not None})
+    tags = {"device": status.device_token, "gateway": gateway_id, "kind": status.device_kind}
+    return encode_line("device_health", tags, health, status.ts_ns)

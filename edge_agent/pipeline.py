@@ -18,7 +18,7 @@ from edge_agent.config import PipelineSettings, SpoolSettings
 from edge_agent.detect import DetectionStage
 from edge_agent.framer import Framer
 from edge_agent.journal import IntakeJournal, JournalError
-from edge_agent.protocol import AlertEvent, Channel, Frame, encode_frame, topic
+from edge_agent.protocol import AlertEvent, Channel, Frame, GatewayHealth, encode_frame, topic
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
 from edge_agent.sources import Reading, Source
@@ -26,6 +26,7 @@ from edge_agent.spool import Priority, Spool, SpooledFrame
 from edge_agent.status import (
     HEALTH_INTERVAL_S,
     STATUS_INTERVAL_S,
+    Footprint,
     LastReading,
     device_rows,
     devices,
@@ -115,6 +116,7 @@ class AgentPipeline:
         self._started_ns = time.time_ns()
         self._state = "running"
         self._publish_lag_s: float | None = None
+        self._footprint = Footprint()
 
     async def _emit(self, reading: Reading) -> None:
         if self._journal is not None:
@@ -246,12 +248,32 @@ class AgentPipeline:
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     async def _send_health(self) -> None:
-        """Each device's link, battery, signal, interval and error count, as a frame of its own."""
+        """Each device's link, battery, signal, interval and error count, and the gateway's own
+        spool, link and footprint, as a frame of its own."""
         now_ns = time.time_ns()
         records = health_records(devices(self._sources, self._last_readings), now_ns)
-        if records:
-            frame = Frame(self._gateway_id, now_ns, statuses=records)
-            await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
+        frame = Frame(
+            self._gateway_id, now_ns, statuses=records, gateway=await self._health(now_ns)
+        )
+        await self.seal_and_spool(frame, self._telemetry_topic, Priority.ROUTINE)
+
+    async def _health(self, now_ns: int) -> GatewayHealth:
+        spool = await asyncio.to_thread(self._spool.stats)
+        return GatewayHealth(
+            ts_ns=now_ns,
+            uptime_s=round((now_ns - self._started_ns) / 1e9, 1),
+            spool_frames=spool.frames,
+            spool_bytes=spool.bytes,
+            oldest_unsent_s=None
+            if spool.oldest_created_ns is None
+            else round(max(0, now_ns - spool.oldest_created_ns) / 1e9, 1),
+            publish_lag_s=self._publish_lag_s,
+            dropped_total=spool.evicted_readings,
+            evicted_frames=spool.evicted_frames,
+            cpu_pct=self._footprint.cpu_pct(),
+            rss_mb=self._footprint.rss_mb(),
+            connections_total=self._publisher.connections_total,
+        )
 
     async def _write_status(self) -> None:
         if self._status_file is None:

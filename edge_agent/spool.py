@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS meta (
 # The intake journal's sequence number of the newest reading in a spooled frame, written in the
 # same transaction as that frame (edge_agent.journal).
 JOURNAL_MARK: Final = "journal_seq"
+EVICTED_FRAMES: Final = "evicted_frames"
+EVICTED_READINGS: Final = "evicted_readings"
 
 
 class Priority(IntEnum):
@@ -90,20 +92,20 @@ class Spool:
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(envelope)), 0) FROM frames"
             ).fetchone()
-            mark = self._db.execute(
-                "SELECT value FROM meta WHERE key = ?", (JOURNAL_MARK,)
-            ).fetchone()
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise SpoolError(path, f"cannot open: {exc}") from exc
         self._frames, self._bytes = int(row[0]), int(row[1])
-        self.committed_journal_seq = int(mark[0]) if mark is not None else 0
+        self.committed_journal_seq = int(meta.get(JOURNAL_MARK, 0))
         """Every journaled reading up to this sequence number is in a committed frame."""
         self._pending_journal_seq = self.committed_journal_seq
         self._lock = threading.Lock()
         self._in_transaction = False
         self._last_commit = time.monotonic()
-        self.evicted_frames = 0
-        self.evicted_readings = 0
+        # Evictions are kept in the spool itself, in the evicting transaction, so the gateway's
+        # `dropped_total` survives restarts and counts what was really given up.
+        self.evicted_frames = int(meta.get(EVICTED_FRAMES, 0))
+        self.evicted_readings = int(meta.get(EVICTED_READINGS, 0))
 
     def _begin(self) -> None:
         if not self._in_transaction:
@@ -155,6 +157,7 @@ class Spool:
             return int(cursor.lastrowid or 0)
 
     def _evict(self) -> None:
+        evicted = self.evicted_frames
         while self._bytes > self.max_bytes and self._frames > 1:
             row = self._db.execute(
                 "SELECT id, LENGTH(envelope), readings FROM frames "
@@ -167,6 +170,11 @@ class Spool:
             self._bytes -= int(row[1])
             self.evicted_frames += 1
             self.evicted_readings += int(row[2])
+        if self.evicted_frames != evicted:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                ((EVICTED_FRAMES, self.evicted_frames), (EVICTED_READINGS, self.evicted_readings)),
+            )
 
     def flush(self) -> None:
         """Commit whatever is pending now (shutdown, tests)."""

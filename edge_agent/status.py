@@ -168,6 +168,36 @@ def health_records(statuses: Sequence[DeviceStatus], now_ns: int) -> tuple[Frame
     )
 
 
+class Footprint:
+    """The agent process's CPU share since the previous sample, and its resident memory."""
+
+    def __init__(self) -> None:
+        self._cpu_s = self._process_cpu_s()
+        self._at = time.monotonic()
+
+    @staticmethod
+    def _process_cpu_s() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def cpu_pct(self) -> float | None:
+        """Percent of one core used since the last call (None for a zero-length interval)."""
+        cpu_s, at = self._process_cpu_s(), time.monotonic()
+        elapsed_s = at - self._at
+        used_s = cpu_s - self._cpu_s
+        self._cpu_s, self._at = cpu_s, at
+        return None if elapsed_s <= 0 else round(100.0 * used_s / elapsed_s, 2)
+
+    @staticmethod
+    def rss_mb() -> float | None:
+        """Resident set size now (Linux /proc; None elsewhere), in MiB."""
+        try:
+            resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def write_status(path: Path, document: dict[str, Any]) -> None:
     staging = path.with_name(path.name + ".new")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

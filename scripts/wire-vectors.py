@@ -10,6 +10,7 @@ from edge_agent.protocol import (
     DeviceStatus,
     Direction,
     Frame,
+    GatewayHealth,
     by_name,
     derive_session_key,
     encode_frame,
@@ -82,6 +83,19 @@ CASES = (
             statuses=(
                 DeviceStatus(DEVICE, "pulse-oximeter", TS_NS, True, 81.0, -67, 1.0, 0, None),
             ),
+        ),
+    ),
+    (
+        "4: frame v2, the gateway's own health record",
+        bytes(range(32)),
+        "ward3-bed12",
+        1,
+        "bt/v1/gw/ward3-bed12/up/telemetry",
+        2,
+        Frame(
+            "ward3-bed12",
+            TS_NS,
+            gateway=GatewayHealth(TS_NS, 3600.5, 2, 1480, 1.5, 0.08, 0, 0, 3.2, 96.4, 1),
         ),
     ),
 )

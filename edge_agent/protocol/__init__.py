@@ -1,4 +1,4 @@
-"""The edge↔cloud contract: topics, envelope v1, frame v1, the metric catalogue and wire errors."""
+"""The edge↔cloud contract: topics, envelope v1, frames v1/v2, metric catalogue, wire errors."""
 
 from edge_agent.protocol.envelope import (
     CONTENT_FRAME_V1,
@@ -22,6 +22,7 @@ from edge_agent.protocol.frame import (
     DeviceBlock,
     DeviceStatus,
     Frame,
+    GatewayHealth,
     decode_frame,
     encode_frame,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "EnvelopeError",
     "Frame",
     "FrameError",
+    "GatewayHealth",
     "Header",
     "Metric",
     "Opened",

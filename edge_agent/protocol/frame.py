@@ -1,4 +1,8 @@
-"""Frame v1: the msgpack plaintext of an envelope, with columnar per-device reading blocks."""
+"""Frames v1 and v2: the msgpack plaintext of an envelope, columnar per-device reading blocks.
+
+v2 is v1 with one more element, the gateway's own health record; a frame without one is still
+written as v1, so readings, alerts and device health keep their exact v1 bytes.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from edge_agent.protocol.errors import FrameError
 from edge_agent.protocol.topics import GATEWAY_ID_RE
 
 SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION_GATEWAY: Final = 2
 MAX_READINGS_PER_BLOCK: Final = 100_000
 MAX_ITEMS: Final = 10_000
 _TOKEN_RE: Final = re.compile(r"[0-9a-f]{32}")
@@ -96,6 +101,24 @@ class BindingEvent:
 
 
 @dataclass(slots=True, frozen=True)
+class GatewayHealth:
+    """The gateway's own health (DESIGN §4 `gateway_health`): its spool, link and footprint."""
+
+    ts_ns: int
+    uptime_s: float
+    spool_frames: int
+    spool_bytes: int
+    oldest_unsent_s: float | None
+    publish_lag_s: float | None
+    # Readings the gateway gave up on: evicted from a full spool (the only way it drops any).
+    dropped_total: int
+    evicted_frames: int
+    cpu_pct: float | None
+    rss_mb: float | None
+    connections_total: int
+
+
+@dataclass(slots=True, frozen=True)
 class Frame:
     """One sealed unit of uplink data from a gateway."""
 
@@ -105,6 +128,7 @@ class Frame:
     alerts: tuple[AlertEvent, ...] = ()
     statuses: tuple[DeviceStatus, ...] = ()
     bindings: tuple[BindingEvent, ...] = ()
+    gateway: GatewayHealth | None = None
 
     @property
     def reading_count(self) -> int:
@@ -149,10 +173,14 @@ def encode_frame(frame: Frame) -> bytes:
     bindings = [
         [b.device_token, b.patient_token, b.action, b.ts_ns, b.patient_ref] for b in frame.bindings
     ]
-    return msgpack.packb(
-        [SCHEMA_VERSION, frame.gateway_id, frame.sent_ns, blocks, alerts, statuses, bindings],
-        use_bin_type=True,
-    )
+    body: list[object] = [frame.gateway_id, frame.sent_ns, blocks, alerts, statuses, bindings]
+    g = frame.gateway
+    if g is None:
+        return msgpack.packb([SCHEMA_VERSION, *body], use_bin_type=True)
+    gateway = [g.ts_ns, g.uptime_s, g.spool_frames, g.spool_bytes, g.oldest_unsent_s,
+               g.publish_lag_s, g.dropped_total, g.evicted_frames, g.cpu_pct, g.rss_mb,
+               g.connections_total]  # fmt: skip
+    return msgpack.packb([SCHEMA_VERSION_GATEWAY, *body, gateway], use_bin_type=True)
 
 
 # --- decoding: every check names the field path so a rejected frame can be diagnosed -------------
@@ -160,6 +188,8 @@ def encode_frame(frame: Frame) -> bytes:
 # tests per block; a field path is only formatted once something is wrong.
 
 _T = TypeVar("_T")
+# Elements of the top-level array per schema version (docs/wire-format.md §4).
+_ELEMENTS: Final = {SCHEMA_VERSION: 7, SCHEMA_VERSION_GATEWAY: 8}
 _LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
 _COLUMNS: Final[tuple[tuple[str, np.dtype[Any]], ...]] = (
     ("metric_codes", CODE_DTYPE),
@@ -197,7 +227,7 @@ _frombuffer: Final = np.frombuffer
 _B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = (
     DeviceBlock.__dict__[name].__set__ for name in DeviceBlock.__slots__
 )
-_F0, _F1, _F2, _F3, _F4, _F5 = (Frame.__dict__[name].__set__ for name in Frame.__slots__)
+_F0, _F1, _F2, _F3, _F4, _F5, _F6 = (Frame.__dict__[name].__set__ for name in Frame.__slots__)
 
 
 def _new_block(  # noqa: PLR0917 - the dataclass's own field order, as its __init__ takes it
@@ -229,6 +259,7 @@ def _new_frame(  # noqa: PLR0917 - the dataclass's own field order, as its __ini
     alerts: tuple[AlertEvent, ...],
     statuses: tuple[DeviceStatus, ...],
     bindings: tuple[BindingEvent, ...],
+    gateway: GatewayHealth | None,
 ) -> Frame:
     frame: Frame = _new(Frame)
     _F0(frame, gateway_id)
@@ -237,6 +268,7 @@ def _new_frame(  # noqa: PLR0917 - the dataclass's own field order, as its __ini
     _F3(frame, alerts)
     _F4(frame, statuses)
     _F5(frame, bindings)
+    _F6(frame, gateway)
     return frame
 
 
@@ -406,6 +438,28 @@ def _status(raw: object, path: str) -> DeviceStatus:
     )
 
 
+def _count(value: object, path: str, name: str) -> int:
+    return _int(value, path, name, 0, 2**63 - 1)
+
+
+def _gateway(raw: object) -> GatewayHealth:
+    path = "gateway"
+    f = _array(raw, path, 11)
+    return GatewayHealth(
+        ts_ns=_ns(f[0], path, "ts_ns"),
+        uptime_s=_finite(f[1], path, "uptime_s"),
+        spool_frames=_count(f[2], path, "spool_frames"),
+        spool_bytes=_count(f[3], path, "spool_bytes"),
+        oldest_unsent_s=_optional(f[4], path, "oldest_unsent_s", _finite),
+        publish_lag_s=_optional(f[5], path, "publish_lag_s", _finite),
+        dropped_total=_count(f[6], path, "dropped_total"),
+        evicted_frames=_count(f[7], path, "evicted_frames"),
+        cpu_pct=_optional(f[8], path, "cpu_pct", _finite),
+        rss_mb=_optional(f[9], path, "rss_mb", _finite),
+        connections_total=_count(f[10], path, "connections_total"),
+    )
+
+
 def _binding(raw: object, path: str) -> BindingEvent:
     f = _array(raw, path, 5)
     return BindingEvent(
@@ -436,10 +490,17 @@ def decode_frame(data: bytes) -> Frame:
     except _MSGPACK_ERRORS as exc:
         msg = "$"
         raise FrameError(msg, f"not msgpack: {exc}") from exc
-    version, gateway_id, sent_ns, blocks, alerts, statuses, bindings = _array(raw, "$", 7)
-    if type(version) is not int or version != SCHEMA_VERSION:
+    fields = _array(raw, "$")
+    version = fields[0] if fields else None
+    if type(version) is not int or version not in _ELEMENTS:
         msg = "schema_version"
-        raise FrameError(msg, f"unsupported {version!r} (this reader knows 1)")
+        raise FrameError(msg, f"unsupported {version!r} (this reader knows 1 and 2)")
+    if len(fields) != _ELEMENTS[version]:
+        msg = "$"
+        raise FrameError(
+            msg, f"a v{version} frame has {_ELEMENTS[version]} elements, not {len(fields)}"
+        )
+    _, gateway_id, sent_ns, blocks, alerts, statuses, bindings = fields[:7]
     # Most frames carry readings only: empty arrays skip the item parser altogether.
     return _new_frame(
         _memo_str(gateway_id, "", "gateway_id", GATEWAY_ID_RE, _valid_gateways),
@@ -448,4 +509,5 @@ def decode_frame(data: bytes) -> Frame:
         () if alerts == () else _items(alerts, "alerts", _alert),
         () if statuses == () else _items(statuses, "statuses", _status),
         () if bindings == () else _items(bindings, "bindings", _binding),
+        None if version == SCHEMA_VERSION or fields[7] is None else _gateway(fields[7]),
     )

@@ -94,6 +94,19 @@ def test_every_generated_reading_is_stored_exactly_once(
     # Every device's health reached `device_health` (sent at least once, at the agent's stop).
     health = influx.query('SELECT last("link_up") FROM "device_health" GROUP BY "device"')
     assert {s.tags["device"] for s in health} == {entry.device for entry in entries}
+    # The gateway's own health reached `gateway_health`: its spool drained at the stop, it
+    # dropped nothing, and it knows its footprint.
+    gateway_health = influx.query(
+        'SELECT last("spool_frames"), last("dropped_total"), last("rss_mb"), last("cpu_pct"), '
+        'last("connections_total") FROM "gateway_health" GROUP BY "gateway"'
+    )
+    assert [s.tags["gateway"] for s in gateway_health] == ["it-ward-1"]
+    _, spool_frames, dropped, rss_mb, cpu_pct, connections = gateway_health[0].values[0]
+    assert dropped == 0
+    assert connections >= 1
+    assert rss_mb > 10
+    assert cpu_pct >= 0
+    assert isinstance(spool_frames, int)
     # The twin shows every patient, and its newest value is the store's newest for that metric.
     patients = {entry.patient for entry in entries}
     assert set(list_patients(influx)) == patients

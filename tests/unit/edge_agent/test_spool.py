@@ -44,6 +44,13 @@ def test_eviction_takes_the_oldest_routine_frames_before_any_alert(tmp_path: Pat
     assert (spool.evicted_frames, spool.evicted_readings) == (6, 42)
     assert spool.stats().bytes <= 100
     spool.close()
+    # The eviction counters are the gateway's `dropped_total`: they survive a restart.
+    reopened = Spool(tmp_path / "spool.db", max_bytes=100)
+    reopened.append("t/up/telemetry", b"R" * 20, readings=5)
+    reopened.flush()
+    stats = reopened.stats()
+    assert (stats.evicted_frames, stats.evicted_readings) == (7, 49)
+    reopened.close()
 
 
 def test_oldest_skips_frames_already_in_flight(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Frame v1: columnar round trip, and structural rejection of anything else."""
+"""Frames v1 and v2: columnar round trip, and structural rejection of anything else."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from edge_agent.protocol import (
     DeviceStatus,
     Frame,
     FrameError,
+    GatewayHealth,
     decode_frame,
     encode_frame,
 )
@@ -83,6 +84,20 @@ bindings = st.builds(
     ts_ns=NS,
     patient_ref=st.none() | st.text(max_size=40),
 )
+gateways = st.builds(
+    GatewayHealth,
+    ts_ns=NS,
+    uptime_s=FINITE,
+    spool_frames=st.integers(0, 2**63 - 1),
+    spool_bytes=st.integers(0, 2**63 - 1),
+    oldest_unsent_s=st.none() | FINITE,
+    publish_lag_s=st.none() | FINITE,
+    dropped_total=st.integers(0, 2**63 - 1),
+    evicted_frames=st.integers(0, 2**63 - 1),
+    cpu_pct=st.none() | FINITE,
+    rss_mb=st.none() | FINITE,
+    connections_total=st.integers(0, 2**63 - 1),
+)
 frames = st.builds(
     Frame,
     gateway_id=st.from_regex(r"[a-z0-9-]{3,32}", fullmatch=True),
@@ -91,6 +106,7 @@ frames = st.builds(
     alerts=st.lists(alerts, max_size=3).map(tuple),
     statuses=st.lists(statuses, max_size=3).map(tuple),
     bindings=st.lists(bindings, max_size=3).map(tuple),
+    gateway=st.none() | gateways,
 )
 
 
@@ -116,6 +132,7 @@ def test_round_trip_is_exact(frame: Frame) -> None:
     assert decoded.alerts == frame.alerts
     assert decoded.statuses == frame.statuses
     assert decoded.bindings == frame.bindings
+    assert decoded.gateway == frame.gateway
 
 
 @settings(max_examples=300)
@@ -162,7 +179,33 @@ def test_uppercase_token_is_refused() -> None:
 
 def test_unknown_schema_version_is_refused() -> None:
     with pytest.raises(FrameError, match="schema_version"):
+        decode_frame(msgpack.packb([3, "ward-1", 1, [], [], [], [], None]))
+
+
+def test_frame_without_gateway_health_keeps_the_v1_bytes() -> None:
+    raw = msgpack.unpackb(encode_frame(Frame("ward-1", 5)))
+    assert raw == [1, "ward-1", 5, [], [], [], []]
+
+
+def test_gateway_health_makes_a_v2_frame() -> None:
+    health = GatewayHealth(7, 12.5, 3, 900, 4.0, None, 10, 2, 1.5, 80.0, 4)
+    raw = msgpack.unpackb(encode_frame(Frame("ward-1", 5, gateway=health)))
+    assert raw[0] == 2
+    assert len(raw) == 8
+    assert decode_frame(msgpack.packb(raw)).gateway == health
+
+
+def test_element_count_must_match_the_version() -> None:
+    with pytest.raises(FrameError, match="a v1 frame has 7 elements, not 8"):
+        decode_frame(msgpack.packb([1, "ward-1", 1, [], [], [], [], None]))
+    with pytest.raises(FrameError, match="a v2 frame has 8 elements, not 7"):
         decode_frame(msgpack.packb([2, "ward-1", 1, [], [], [], []]))
+
+
+def test_negative_spool_count_names_the_field() -> None:
+    record = [1, 1.0, -1, 0, None, None, 0, 0, None, None, 0]
+    with pytest.raises(FrameError, match=r"gateway\.spool_frames"):
+        decode_frame(msgpack.packb([2, "ward-1", 1, [], [], [], [], record]))
 
 
 def test_non_finite_alert_value_is_refused() -> None:
