@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 import msgpack
 from cryptography.exceptions import InvalidTag
@@ -22,6 +22,10 @@ AAD_LABEL: Final = b"bedside-twin/envelope/v1\x00"
 TAG_BYTES: Final = 16
 IV_BYTES: Final = 12
 _U16: Final = struct.Struct(">H")
+# A sink sees the same few topics again and again; their AAD prefixes are built once. Bounded,
+# like the gateway-id memo below, so garbage topics cannot grow it.
+_MEMO_LIMIT: Final = 1 << 14
+_aad_prefixes: Final[dict[str, bytes]] = {}
 # A frame is a few hundred readings; anything near the broker's limit is hostile.
 MAX_ENVELOPE_BYTES: Final = 4 * 1024 * 1024
 _MSGPACK_ERRORS: Final = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
@@ -35,8 +39,10 @@ class Header:
     epoch: int
     seq: int
     content_type: str = CONTENT_FRAME_V1
-    version: int = VERSION
-    algorithm: str = ALGORITHM
+    # Constants, not fields: this module writes and accepts envelope v1 with AES-256-GCM only
+    # (a parsed header with anything else is refused), and two fewer slots to fill per envelope.
+    version: ClassVar[int] = VERSION
+    algorithm: ClassVar[str] = ALGORITHM
 
     def to_bytes(self) -> bytes:
         """Serialise once; the exact bytes are both sent and authenticated."""
@@ -53,10 +59,21 @@ class Opened:
     plaintext: bytes
 
 
+def _aad_prefix(topic: str) -> bytes:
+    """label | u16 big-endian topic length | topic (UTF-8): all of the AAD but the header."""
+    prefix = _aad_prefixes.get(topic)
+    if prefix is None:
+        topic_bytes = topic.encode("utf-8")
+        prefix = AAD_LABEL + _U16.pack(len(topic_bytes)) + topic_bytes
+        if len(_aad_prefixes) >= _MEMO_LIMIT:
+            _aad_prefixes.clear()
+        _aad_prefixes[topic] = prefix
+    return prefix
+
+
 def aad(topic: str, header_bytes: bytes) -> bytes:
     """AAD = label | u16 big-endian topic length | topic (UTF-8) | header bytes as sent."""
-    topic_bytes = topic.encode("utf-8")
-    return b"".join((AAD_LABEL, _U16.pack(len(topic_bytes)), topic_bytes, header_bytes))
+    return _aad_prefix(topic) + header_bytes
 
 
 def _nonce(key: SessionKey, seq: int) -> bytes:
@@ -65,7 +82,7 @@ def _nonce(key: SessionKey, seq: int) -> bytes:
     The same value as `key.nonce(seq)`, as one integer XOR instead of twelve byte XORs: this runs
     once per envelope. `seq` was range-checked when the header was parsed or the frame sealed.
     """
-    return (int.from_bytes(key.iv_base, "big") ^ seq).to_bytes(IV_BYTES, "big")
+    return (key.iv_int ^ seq).to_bytes(IV_BYTES, "big")
 
 
 def seal(key: SessionKey, topic: str, seq: int, plaintext: bytes, content_type: str) -> bytes:
@@ -77,7 +94,6 @@ def seal(key: SessionKey, topic: str, seq: int, plaintext: bytes, content_type: 
 
 # Gateway ids repeat from envelope to envelope: one regex per new id, then a set lookup. Only ids
 # that matched enter, and the set is emptied at its limit, so garbage cannot grow it.
-_MEMO_LIMIT: Final = 1 << 14
 _valid_gateways: Final[set[str]] = set()
 
 
@@ -94,7 +110,7 @@ def _learn_gateway(gateway_id: str) -> bool:
 # the checks around it. Frozen only guards __setattr__: the slot descriptors fill the very same
 # slots, so the objects are identical to constructed ones (equality, repr, hashing, pickling).
 _new: Final = object.__new__
-_H0, _H1, _H2, _H3, _H4, _H5 = (Header.__dict__[name].__set__ for name in Header.__slots__)
+_H0, _H1, _H2, _H3 = (Header.__dict__[name].__set__ for name in Header.__slots__)
 _O0, _O1 = (Opened.__dict__[name].__set__ for name in Opened.__slots__)
 
 
@@ -134,8 +150,6 @@ def parse_header(header_bytes: bytes) -> Header:
     _H1(header, epoch)
     _H2(header, seq)
     _H3(header, content_type)
-    _H4(header, version)
-    _H5(header, algorithm)
     return header
 
 

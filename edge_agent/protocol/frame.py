@@ -347,10 +347,22 @@ def _column_error(raw: tuple[object, ...], path: str) -> FrameError:
 
 
 def _block(raw: object, path: str) -> DeviceBlock:
-    f = _array(raw, path, 8)
-    device_token = _memo_str(f[0], path, "device_token", _TOKEN_RE, _valid_tokens)
-    patient_token = _memo_str(f[1], path, "patient_token", _TOKEN_RE, _valid_tokens)
-    device_kind = _memo_str(f[2], path, "device_kind", _NAME_RE, _valid_names)
+    # The common case inline (no helper calls): an 8-array whose strings were seen before.
+    if type(raw) is not tuple or len(raw) != 8:
+        raise FrameError(path, "must be an 8-element array")
+    f: tuple[object, ...] = raw
+    device_token, patient_token, device_kind = f[0], f[1], f[2]
+    if not (
+        type(device_token) is str
+        and device_token in _valid_tokens
+        and type(patient_token) is str
+        and patient_token in _valid_tokens
+        and type(device_kind) is str
+        and device_kind in _valid_names
+    ):
+        device_token = _memo_str(f[0], path, "device_token", _TOKEN_RE, _valid_tokens)
+        patient_token = _memo_str(f[1], path, "patient_token", _TOKEN_RE, _valid_tokens)
+        device_kind = _memo_str(f[2], path, "device_kind", _NAME_RE, _valid_names)
     codes, stamps, values, quality, flags = f[3:8]
     if (
         type(codes) is not bytes
@@ -478,8 +490,15 @@ def _items(raw: object, path: str, parse: Callable[[object, str], _T]) -> tuple[
     if len(items) > MAX_ITEMS:
         raise FrameError(path, f"{len(items)} items exceed the limit {MAX_ITEMS}")
     parsed = []
-    for i, item in enumerate(items):  # a plain loop: cheaper than a comprehension for one block
-        parsed.append(parse(item, f"{path}[{i}]"))
+    try:
+        for item in items:  # a plain loop: cheaper than a comprehension for one block
+            parsed.append(parse(item, path))  # noqa: PERF401 - see above
+    except FrameError:
+        # Paths are formatted only when something is wrong: parsing is deterministic, so the
+        # first failing item fails again, now with its index in the path.
+        for i, item in enumerate(items):
+            parse(item, f"{path}[{i}]")
+        raise
     return tuple(parsed)
 
 
@@ -501,10 +520,14 @@ def decode_frame(data: bytes) -> Frame:
             msg, f"a v{version} frame has {_ELEMENTS[version]} elements, not {len(fields)}"
         )
     _, gateway_id, sent_ns, blocks, alerts, statuses, bindings = fields[:7]
+    if type(gateway_id) is not str or gateway_id not in _valid_gateways:
+        gateway_id = _memo_str(gateway_id, "", "gateway_id", GATEWAY_ID_RE, _valid_gateways)
+    if type(sent_ns) is not int or not 0 <= sent_ns < 2**63:
+        sent_ns = _ns(sent_ns, "", "sent_ns")
     # Most frames carry readings only: empty arrays skip the item parser altogether.
     return _new_frame(
-        _memo_str(gateway_id, "", "gateway_id", GATEWAY_ID_RE, _valid_gateways),
-        _ns(sent_ns, "", "sent_ns"),
+        gateway_id,
+        sent_ns,
         () if blocks == () else _items(blocks, "blocks", _block),
         () if alerts == () else _items(alerts, "alerts", _alert),
         () if statuses == () else _items(statuses, "statuses", _status),

@@ -40,6 +40,11 @@ class SessionKey:
     key: bytes = field(repr=False)
     iv_base: bytes = field(repr=False)
     aead: AESGCM = field(repr=False, compare=False)
+    # The IV base as one integer: an opener XORs it with each sequence number (hot path).
+    iv_int: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "iv_int", int.from_bytes(self.iv_base, "big"))
 
     def nonce(self, seq: int) -> bytes:
         """12-byte nonce = IV base XOR the 64-bit sequence number, left-padded (RFC 8446 §5.3)."""
