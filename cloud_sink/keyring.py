@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from cloud_sink.epochs import EpochPolicy, check_epoch, read_policy, state_file
 from edge_agent.protocol import Direction, SessionKey, UnknownKeyError, derive_session_key
 from edge_agent.protocol.keys import MASTER_SECRET_BYTES
 from edge_agent.protocol.settings import SettingsError, read_secret_file
@@ -35,6 +36,19 @@ class Keyring:
         self._misses: dict[str, float] = {}
         self._stamps: dict[str, tuple[float, int, int]] = {}
         """Per gateway: when its file was last checked, and the file's (inode, mtime_ns)."""
+        self._policies: dict[str, tuple[float, EpochPolicy | None]] = {}
+        """Per gateway: its epoch policy (cloud_sink.epochs) and when it was read."""
+
+    def _policy(self, gateway_id: str) -> EpochPolicy | None:
+        """The gateway's epoch policy, re-read at most every REVALIDATE_S (a rotation made by
+        `cloud-sink gateways rotate` in another process is seen within that long)."""
+        now = time.monotonic()
+        cached = self._policies.get(gateway_id)
+        if cached is not None and now - cached[0] < REVALIDATE_S:
+            return cached[1]
+        policy = read_policy(state_file(self.directory, gateway_id))
+        self._policies[gateway_id] = (now, policy)
+        return policy
 
     def _file_stamp(self, gateway_id: str) -> tuple[int, int] | None:
         try:
@@ -89,10 +103,15 @@ class Keyring:
         return secret
 
     def lookup(self, gateway_id: str, epoch: int) -> SessionKey:
-        """The uplink key for (gateway, epoch); raises UnknownKeyError when there is none."""
+        """The uplink key for (gateway, epoch); raises UnknownKeyError when there is none, and
+        RetiredEpochError when a rotation retired the epoch and its grace has ended."""
         self._revalidate(gateway_id)
         key = self._keys.get((gateway_id, epoch))
         if key is None:
             key = derive_session_key(self._secret(gateway_id), gateway_id, epoch, Direction.UP)
             self._keys[(gateway_id, epoch)] = key
+        # Only an enrolled gateway gets here (the secret lookup refused anything else).
+        policy = self._policy(gateway_id)
+        if policy is not None and epoch < policy.floor:
+            check_epoch(policy, gateway_id, epoch, time.time())
         return key

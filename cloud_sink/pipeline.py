@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from cloud_sink.consumer import Inbound, MqttConsumer
+from cloud_sink.epochs import RetiredEpochError
 from cloud_sink.errors import DatabaseRejected, DatabaseUnavailable
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
@@ -22,8 +23,10 @@ from cloud_sink.lineproto import encode_line
 from cloud_sink.replay import Mark, ReplayGuard
 from cloud_sink.validate import frame_points
 from edge_agent.protocol import (
+    CONTENT_FRAME_V1,
     AuthenticationError,
     Channel,
+    EnvelopeError,
     FrameError,
     ParsedTopic,
     TopicError,
@@ -73,6 +76,8 @@ def rejection_reason(exc: WireError) -> str:
     match exc:
         case AuthenticationError():
             return "tag_invalid"
+        case RetiredEpochError():
+            return "epoch_retired"
         case UnknownKeyError():
             return "unknown_key"
         case FrameError():
@@ -155,6 +160,9 @@ class SinkPipeline:
             raise TopicError(msg)
         opened = open_envelope(message.topic, message.payload, self._keyring.lookup)
         header = opened.header
+        if header.content_type != CONTENT_FRAME_V1:
+            msg = f"content type {header.content_type!r} is not uplink data (expected frame/v1)"
+            raise EnvelopeError(msg)
         if self._replay.seen(header.gateway_id, header.epoch, header.seq):
             # A redelivery (or a replay) of an envelope already accepted: drop it quietly.
             self.stats.replays_dropped += 1

@@ -92,6 +92,20 @@ class SequenceCounter:
         _fsync_dir(self.state_file.parent)
         self._reserved_until = target
 
+    def start_epoch(self, epoch: int) -> None:
+        """Move to a later epoch (a key rotation): its sequence numbers start again at 0.
+
+        The new state is on disk (fsync, rename) before any number of the new epoch is handed
+        out, and an epoch only ever moves forward, so no (key, nonce) pair can repeat.
+        """
+        if not self.epoch < epoch <= MAX_EPOCH:
+            msg = f"cannot move from key epoch {self.epoch} to {epoch}: epochs only move forward"
+            raise CounterStateError(msg)
+        self.epoch = epoch
+        self._next = 0
+        self._reserved_until = 0
+        self._reserve()
+
     def next(self) -> int:
         """The next unused sequence number; blocks briefly for an fsync once per reserve block."""
         if self._next >= self._reserved_until:
@@ -106,9 +120,23 @@ class Sealer:
 
     def __init__(self, master_secret: bytes, gateway_id: str, counter: SequenceCounter) -> None:
         self._counter = counter
+        self._master_secret = master_secret
+        self._gateway_id = gateway_id
         self._key: SessionKey = derive_session_key(
             master_secret, gateway_id, counter.epoch, Direction.UP
         )
+
+    def rotate(self, epoch: int) -> bool:
+        """Seal from `epoch` on (a rotation the sink asked for); False if already there or past.
+
+        Frames sealed before keep their epoch; the sink accepts it for its grace period.
+        """
+        if epoch <= self._counter.epoch:
+            return False
+        key = derive_session_key(self._master_secret, self._gateway_id, epoch, Direction.UP)
+        self._counter.start_epoch(epoch)
+        self._key = key
+        return True
 
     @property
     def epoch(self) -> int:

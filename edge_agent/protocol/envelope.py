@@ -17,7 +17,9 @@ from edge_agent.protocol.topics import GATEWAY_ID_RE
 VERSION: Final = 1
 ALGORITHM: Final = "A256GCM"
 CONTENT_FRAME_V1: Final = "frame/v1"
-CONTENT_TYPES: Final = frozenset({CONTENT_FRAME_V1})
+CONTENT_COMMAND_V1: Final = "command/v1"
+"""A downlink command (edge_agent.protocol.commands)."""
+CONTENT_TYPES: Final = frozenset({CONTENT_FRAME_V1, CONTENT_COMMAND_V1})
 AAD_LABEL: Final = b"bedside-twin/envelope/v1\x00"
 TAG_BYTES: Final = 16
 IV_BYTES: Final = 12

@@ -22,6 +22,8 @@ class Channel(StrEnum):
     ALERTS = "up/alerts"
     STATUS = "status"
     DOWN = "down"
+    KEYS = "down/keys"
+    """Sink → gateway key rotation (edge_agent.protocol.commands), retained."""
     ENROL_REQUEST = "enrol/request"
     """Gateway → sink, enrolment only (docs/enrolment.md); not under up/, so not uplink data."""
     ENROL_RESPONSE = "enrol/response"
