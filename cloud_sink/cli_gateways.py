@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sink.cli_rotate import rotate_command
 from cloud_sink.config import load_sink_config
 from cloud_sink.enrolment import TOKEN_LIFETIME_S, EnrolmentFailed, key_file, serve
 from cloud_sink.errors import CloudSinkError
@@ -142,3 +143,7 @@ def list_command(
     for row in rows:
         table.add_row(row["gateway"], row["enrolled"])
     _out.print(table)
+
+
+# Registered here so `cloud-sink gateways rotate` sits with add/list/revoke.
+app.command("rotate")(rotate_command)

@@ -109,21 +109,31 @@ def _write_policy(path: Path, policy: EpochPolicy) -> None:
     os.replace(staging, path)
 
 
-def rotate(keyring_dir: Path, gateway_id: str, grace_s: float, now_s: float | None = None) -> int:
-    """Raise the gateway's floor to a new epoch and return it; the epochs below stay open for
-    `grace_s`. The new epoch is the current UNIX time (or one above the old floor if the clock
-    is behind it), so it is above every epoch the gateway can have used."""
+def plan_rotation(
+    keyring_dir: Path, gateway_id: str, grace_s: float, now_s: float | None = None
+) -> EpochPolicy:
+    """The policy after a rotation (not yet saved): its floor is the new epoch, the current
+    UNIX time (or one above the old floor if the clock is behind it), so it is above every
+    epoch the gateway can have used; the epochs below stay open for `grace_s`."""
     now_s = time.time() if now_s is None else now_s
-    path = state_file(keyring_dir, gateway_id)
-    old = read_policy(path) or EpochPolicy(floor=0)
+    old = read_policy(state_file(keyring_dir, gateway_id)) or EpochPolicy(floor=0)
     new_floor = min(max(int(now_s), old.floor + 1), MAX_EPOCH)
     if new_floor <= old.floor:
         msg = f"gateway {gateway_id}: the epoch space is exhausted; enrol the gateway again"
         raise EpochStateError(msg)
     kept = tuple(r for r in old.retired if now_s < r.until_s)
-    policy = EpochPolicy(new_floor, (*kept, RetiredRange(old.floor, new_floor, now_s + grace_s)))
-    _write_policy(path, policy)
-    return new_floor
+    return EpochPolicy(new_floor, (*kept, RetiredRange(old.floor, new_floor, now_s + grace_s)))
+
+
+def save_policy(keyring_dir: Path, gateway_id: str, policy: EpochPolicy) -> None:
+    _write_policy(state_file(keyring_dir, gateway_id), policy)
+
+
+def rotate(keyring_dir: Path, gateway_id: str, grace_s: float, now_s: float | None = None) -> int:
+    """Plan and save a rotation; return the new epoch."""
+    policy = plan_rotation(keyring_dir, gateway_id, grace_s, now_s)
+    save_policy(keyring_dir, gateway_id, policy)
+    return policy.floor
 
 
 def check_epoch(policy: EpochPolicy | None, gateway_id: str, epoch: int, now_s: float) -> None:

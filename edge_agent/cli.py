@@ -33,6 +33,7 @@ from edge_agent.publisher import Publisher
 from edge_agent.registry import REGISTRY_FILE, Registry
 from edge_agent.replay import alert_row
 from edge_agent.replay import replay as run_replay
+from edge_agent.rotation import RotationRefused, apply_rotation
 from edge_agent.sealer import Sealer, SequenceCounter
 from edge_agent.sources import Source
 from edge_agent.sources.serial import SerialKind, SerialSettings, SerialSource
@@ -152,8 +153,15 @@ async def _run_pipeline(
         config.gateway.gateway_id,
         spool.committed_journal_seq,
     )
+
+    def on_command(full_topic: str, payload: bytes) -> None:
+        try:
+            apply_rotation(sealer, master_secret, config.gateway.gateway_id, full_topic, payload)
+        except RotationRefused as exc:
+            _LOGGER.warning("%s", exc)  # counted by nobody else: say it where operators look
+
     try:
-        async with Publisher(config.broker, config.gateway.gateway_id) as publisher:
+        async with Publisher(config.broker, config.gateway.gateway_id, on_command) as publisher:
             pipeline = AgentPipeline(
                 settings=config.pipeline,
                 spool_settings=config.spool,

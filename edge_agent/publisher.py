@@ -9,6 +9,7 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -48,10 +49,18 @@ class Publisher:
     `online` after each connect; the broker publishes the last will (`offline`) if the link dies.
     """
 
-    def __init__(self, settings: BrokerSettings, gateway_id: str) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        gateway_id: str,
+        on_command: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._gateway_id = gateway_id
         self._status_topic = topic(gateway_id, Channel.STATUS, settings.topic_prefix)
+        self._keys_topic = topic(gateway_id, Channel.KEYS, settings.topic_prefix)
+        self._on_command = on_command
+        self._reader: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._failures = 0
         self._connect_lock = asyncio.Lock()
@@ -106,6 +115,9 @@ class Publisher:
                     await client.publish(
                         self._status_topic, self._status_payload("online"), qos=1, retain=True
                     )
+                    if self._on_command is not None:
+                        # The retained rotation command (if any) arrives right after this.
+                        await client.subscribe(self._keys_topic, qos=1)
                 except aiomqtt.MqttError as exc:
                     self._failures += 1
                     self._log_unavailable(exc)
@@ -117,7 +129,28 @@ class Publisher:
                 self._failures = 0
                 self.connections_total += 1
                 self._client = client
+                if self._on_command is not None:
+                    self._stop_reader()
+                    self._reader = asyncio.create_task(
+                        self._read_commands(client, self._on_command), name="publisher.commands"
+                    )
             return self._client
+
+    async def _read_commands(
+        self, client: aiomqtt.Client, on_command: Callable[[str, bytes], None]
+    ) -> None:
+        """Hand each downlink message to `on_command` until the connection ends."""
+        try:
+            async for message in client.messages:
+                if isinstance(message.payload, bytes):
+                    on_command(str(message.topic), message.payload)
+        except aiomqtt.MqttError:
+            return  # the publishing side notices the broken link and reconnects
+
+    def _stop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
 
     def _log_unavailable(self, exc: BaseException) -> None:
         _LOGGER.warning(
@@ -133,6 +166,7 @@ class Publisher:
         if self._client is not client:
             return
         self._client = None
+        self._stop_reader()
         self._failures += 1
         self._log_unavailable(exc)
         with contextlib.suppress(aiomqtt.MqttError):  # already gone: nothing left to close
@@ -166,6 +200,7 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         client, self._client = self._client, None
+        self._stop_reader()
         if client is None:
             return
         try:
