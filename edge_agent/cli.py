@@ -155,10 +155,14 @@ async def _run_pipeline(
     )
 
     def on_command(full_topic: str, payload: bytes) -> None:
+        # A callback of the broker link: it must not raise. A refused or failed rotation
+        # leaves the sealer in its epoch, which the sink accepts for the grace.
         try:
             apply_rotation(sealer, master_secret, config.gateway.gateway_id, full_topic, payload)
         except RotationRefused as exc:
-            _LOGGER.warning("%s", exc)  # counted by nobody else: say it where operators look
+            _LOGGER.warning("%s", exc)
+        except (EdgeAgentError, OSError):
+            _LOGGER.exception("key rotation failed, still sealing under epoch %d", sealer.epoch)
 
     try:
         async with Publisher(config.broker, config.gateway.gateway_id, on_command) as publisher:

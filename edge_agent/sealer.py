@@ -75,14 +75,11 @@ class SequenceCounter:
             return None
         return state
 
-    def _reserve(self) -> None:
-        target = self._reserved_until + self.reserve_block
-        if target > MAX_SEQ:
-            msg = "sequence space of this epoch is exhausted; rotate the key"
-            raise CounterStateError(msg)
+    def _write_state(self, epoch: int, reserved_until: int) -> None:
+        """Put (epoch, reserved_until) on disk: write, fsync, rename, fsync the directory."""
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        payload = {"version": STATE_VERSION, "epoch": self.epoch, "reserved_until": target}
+        payload = {"version": STATE_VERSION, "epoch": epoch, "reserved_until": reserved_until}
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8") as handle:
             json.dump(payload, handle)
@@ -90,21 +87,29 @@ class SequenceCounter:
             os.fsync(handle.fileno())
         os.replace(tmp, self.state_file)
         _fsync_dir(self.state_file.parent)
+
+    def _reserve(self) -> None:
+        target = self._reserved_until + self.reserve_block
+        if target > MAX_SEQ:
+            msg = "sequence space of this epoch is exhausted; rotate the key"
+            raise CounterStateError(msg)
+        self._write_state(self.epoch, target)
         self._reserved_until = target
 
     def start_epoch(self, epoch: int) -> None:
         """Move to a later epoch (a key rotation): its sequence numbers start again at 0.
 
-        The new state is on disk (fsync, rename) before any number of the new epoch is handed
-        out, and an epoch only ever moves forward, so no (key, nonce) pair can repeat.
+        The new state is on disk before anything changes in memory, so a failed write leaves
+        the counter in its old epoch; an epoch only ever moves forward, so no (key, nonce)
+        pair can repeat.
         """
         if not self.epoch < epoch <= MAX_EPOCH:
             msg = f"cannot move from key epoch {self.epoch} to {epoch}: epochs only move forward"
             raise CounterStateError(msg)
+        self._write_state(epoch, self.reserve_block)
         self.epoch = epoch
         self._next = 0
-        self._reserved_until = 0
-        self._reserve()
+        self._reserved_until = self.reserve_block
 
     def next(self) -> int:
         """The next unused sequence number; blocks briefly for an fsync once per reserve block."""
@@ -134,6 +139,8 @@ class Sealer:
         if epoch <= self._counter.epoch:
             return False
         key = derive_session_key(self._master_secret, self._gateway_id, epoch, Direction.UP)
+        # The counter moves first and only once its state is on disk; the key follows. If the
+        # write fails, both stay in the old epoch (the error reaches the caller).
         self._counter.start_epoch(epoch)
         self._key = key
         return True

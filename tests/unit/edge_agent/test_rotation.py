@@ -114,3 +114,30 @@ def test_bad_commands_name_the_field(raw: list[object], field: str) -> None:
 def test_random_bytes_raise_only_frame_errors(data: bytes) -> None:
     with contextlib.suppress(FrameError):
         decode_command(data)
+
+
+def test_a_failed_state_write_leaves_counter_and_key_in_the_old_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = os.urandom(32)
+    counter = SequenceCounter(tmp_path / "counter.json", reserve_block=4)
+    sealer = Sealer(secret, GATEWAY, counter)
+    epoch = sealer.epoch
+    seqs = [sealer.seal("t", b"x")[0] for _ in range(2)]
+
+    def disk_full(_epoch: int, _reserved_until: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(counter, "_write_state", disk_full)
+    full_topic, command = rotation_message(secret, GATEWAY, epoch + 1)
+    with pytest.raises(OSError, match="No space"):
+        apply_rotation(sealer, secret, GATEWAY, full_topic, command)
+    monkeypatch.undo()
+    # Same epoch, same key, and the sequence numbers go on where they were: no nonce repeats.
+    seq, envelope = sealer.seal("t", b"y")
+    assert (sealer.epoch, counter.epoch) == (epoch, epoch)
+    assert seq == seqs[-1] + 1
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    write_secret_file(keys / "ward-1.key", secret)
+    assert open_envelope("t", envelope, Keyring(keys).lookup).plaintext == b"y"
