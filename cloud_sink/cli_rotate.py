@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Final
 
-import paho.mqtt.client as mqtt
 import typer
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from cloud_sink.config import load_sink_config
 from cloud_sink.consumer import ConsumerSettings
-from cloud_sink.enrolment import key_file
+from cloud_sink.enrolment import key_file, paho_client
 from cloud_sink.epochs import (
     DEFAULT_GRACE_S,
     EpochStateError,
@@ -37,13 +35,8 @@ class RotationFailed(CloudSinkError):
 
 def publish_retained(settings: ConsumerSettings, full_topic: str, payload: bytes) -> None:
     """Publish once, retained, QoS 1, and wait for the PUBACK; RotationFailed if not."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{settings.client_id}-rotate",
-        protocol=mqtt.MQTTv5,
-    )
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
+    # The sink identity over the sink's TLS settings: its ACL lets it write down/ topics.
+    client = paho_client(settings, f"{settings.client_id}-rotate")
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     except OSError as exc:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_sink.broker_auth import (
+    USERNAME_PATTERN,
+    BrokerAdmin,
+    BrokerAuthError,
+    read_client_password,
+)
 from cloud_sink.consumer import ConsumerSettings
 from cloud_sink.errors import ConfigError
 from cloud_sink.pipeline import WriterSettings
@@ -31,9 +38,37 @@ class SinkConfig:
     state_dir: Path
     influxdb: InfluxSettings
     writer: WriterSettings
+    broker: BrokerAdmin | None = None
+    """The broker's password and ACL files, when this sink administers its broker ([broker])."""
 
 
-def _mqtt(table: Table) -> ConsumerSettings:
+def _password(table: Table, required: bool) -> tuple[Path | None, str | None]:
+    """The sink identity's broker password from `password_file` (0600), never from the TOML."""
+    if table.has("password"):
+        key = f"{table.name}.password"
+        raise table.doc.error(
+            key,
+            "do not put the broker password in the config: write it to a file of mode 0600 "
+            "and name that file with password_file",
+        )
+    if not table.has("password_file"):
+        return None, None
+    path = table.path("password_file")
+    if not required and not path.exists():
+        return path, None
+    try:
+        return path, read_client_password(path)
+    except BrokerAuthError as exc:
+        key = f"{table.name}.password_file"
+        raise table.doc.error(key, exc.reason) from None
+
+
+def _mqtt(table: Table, password_required: bool) -> ConsumerSettings:
+    password_file, password = _password(table, password_required)
+    tls_ca_file = table.path("tls_ca_file") if table.has("tls_ca_file") else None
+    if tls_ca_file is not None and not tls_ca_file.is_file():
+        key = f"{table.name}.tls_ca_file"
+        raise table.doc.error(key, f"{tls_ca_file} is not a file")
     settings = ConsumerSettings(
         host=table.string("host"),
         port=table.integer("port", low=1, high=65535),
@@ -45,8 +80,39 @@ def _mqtt(table: Table) -> ConsumerSettings:
         share_group=table.string("share_group", pattern=NAME_PATTERN)
         if table.has("share_group")
         else None,
-        username=table.string("username") if table.has("username") else None,
-        password=table.string("password") if table.has("password") else None,
+        username=table.string("username", pattern=USERNAME_PATTERN)
+        if table.has("username")
+        else None,
+        password=password,
+        tls_ca_file=tls_ca_file,
+        password_file=password_file,
+    )
+    if settings.password is not None and settings.username is None:
+        key = f"{table.name}.username"
+        raise table.doc.error(key, "missing (password_file needs it)")
+    table.finish()
+    return settings
+
+
+def _broker(table: Table | None) -> BrokerAdmin | None:
+    if table is None:
+        return None
+    has_pid, has_command = table.has("pid_file"), table.has("reload_command")
+    if has_pid == has_command:
+        raise table.doc.error(
+            table.name,
+            "set exactly one of pid_file (Mosquitto's pid_file: the sink sends it SIGHUP) and "
+            'reload_command (e.g. "systemctl reload mosquitto")',
+        )
+    command = shlex.split(table.string("reload_command")) if has_command else None
+    if command is not None and not command:
+        key = f"{table.name}.reload_command"
+        raise table.doc.error(key, "is empty")
+    settings = BrokerAdmin(
+        password_file=table.path("password_file"),
+        acl_file=table.path("acl_file"),
+        pid_file=table.path("pid_file") if has_pid else None,
+        reload_command=tuple(command) if command is not None else None,
     )
     table.finish()
     return settings
@@ -76,19 +142,24 @@ def _writer(table: Table | None) -> WriterSettings:
     return settings
 
 
-def load_sink_config(path: Path) -> SinkConfig:
-    """Read and validate a sink config; ConfigError names the file, line and key."""
+def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfig:
+    """Read and validate a sink config; ConfigError names the file, line and key.
+
+    With `password_required` false a missing `[mqtt] password_file` is allowed (the command
+    that creates it, `cloud-sink gateways broker-setup`, loads the config first).
+    """
     try:
         root = load(path)
         keyring = root.table("keyring")
         state = root.table("state")
         config = SinkConfig(
             source_file=path,
-            mqtt=_mqtt(root.table("mqtt")),
+            mqtt=_mqtt(root.table("mqtt"), password_required),
             keyring_dir=keyring.path("dir"),
             state_dir=state.path("dir"),
             influxdb=_influx(root.table("influxdb")),
             writer=_writer(root.optional_table("writer")),
+            broker=_broker(root.optional_table("broker")),
         )
         keyring.finish()
         state.finish()

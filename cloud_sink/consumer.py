@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar, cast
 
+from cloud_sink.errors import ConfigError
 from cloud_sink.mqtt_packets import (
     CONNACK,
     DISCONNECT,
@@ -71,7 +74,30 @@ class ConsumerSettings:
     receive_maximum: int
     share_group: str | None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """The sink identity's broker password, read from `password_file` (never logged)."""
+    tls_ca_file: Path | None = None
+    """CA bundle that signed the broker's certificate: TLS with a hostname check when set."""
+    password_file: Path | None = None
+
+
+def tls_context(settings: ConsumerSettings) -> ssl.SSLContext | None:
+    """The client TLS context for the broker (None for a plain loopback broker).
+
+    It verifies the broker's chain against `tls_ca_file` only (not the system store: a broker
+    certificate from any public CA must not be enough) and checks that the certificate names
+    `host` (RFC 6125; an IP address is matched against the iPAddress SAN). TLS 1.2 at least.
+    """
+    if settings.tls_ca_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(settings.tls_ca_file))
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise ConfigError(
+            str(settings.tls_ca_file), "mqtt.tls_ca_file", f"cannot load the CA bundle: {exc}"
+        ) from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @dataclass(slots=True, frozen=True)
@@ -158,6 +184,7 @@ class MqttConsumer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.subscribed = asyncio.Event()
+        self._tls = tls_context(settings)  # loaded once, not on the event loop per reconnect
         self.filter = uplink_filter(settings.topic_prefix)
         if settings.share_group:
             self.filter = f"$share/{settings.share_group}/{self.filter}"
@@ -247,7 +274,12 @@ class MqttConsumer:
         settings = self._settings
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             _, link = await self._loop.create_connection(
-                lambda: _Link(self, self._loop), settings.host, settings.port
+                lambda: _Link(self, self._loop),
+                settings.host,
+                settings.port,
+                ssl=self._tls,
+                server_hostname=settings.host if self._tls is not None else None,
+                ssl_handshake_timeout=REPLY_TIMEOUT_S if self._tls is not None else None,
             )
         self._link = link
         try:

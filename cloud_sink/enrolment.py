@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_sink.consumer import ConsumerSettings
+from cloud_sink.consumer import ConsumerSettings, tls_context
 from cloud_sink.errors import CloudSinkError
 from edge_agent.protocol import Channel, topic
 from edge_agent.protocol.enrolment import EnrolmentError, EnrolRequest, answer
@@ -29,6 +31,9 @@ from edge_agent.protocol.settings import write_secret_file
 _LOGGER = logging.getLogger(__name__)
 TOKEN_LIFETIME_S: Final = 600.0
 CONNECT_TIMEOUT_S: Final = 10.0
+CREDENTIAL_CHECK_S: Final = 10.0
+"""How long `check_credential` retries while the broker is still re-reading its files."""
+_CHECK_RETRY_S: Final = 0.2
 
 
 class EnrolmentFailed(CloudSinkError):
@@ -47,12 +52,94 @@ def key_file(keyring_dir: Path, gateway_id: str) -> Path:
     return keyring_dir / f"{gateway_id}.key"
 
 
+def paho_client(
+    settings: ConsumerSettings,
+    client_id: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> mqtt.Client:
+    """A paho MQTT v5 client for the sink's short admin sessions (enrolment, rotation), with the
+    sink's TLS settings and, unless others are given, the sink identity's credentials."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if username is None:
+        username, password = settings.username, settings.password
+    if username is not None:
+        client.username_pw_set(username, password)
+    context = tls_context(settings)
+    if context is not None:
+        client.tls_set_context(context)
+    return client
+
+
+def _connack(settings: ConsumerSettings, client_id: str, username: str, password: str) -> str:
+    """Connect once with these credentials; the CONNACK's reason ("Success" when accepted)."""
+    client = paho_client(settings, client_id, username=username, password=password)
+    answered = threading.Event()
+    verdict: list[str] = []
+
+    def on_connect(
+        _client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode, _props: object
+    ) -> None:
+        verdict.append("Success" if not reason.is_failure else str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except OSError as exc:
+        return f"unreachable ({exc.strerror or exc})"
+    client.loop_start()
+    try:
+        answered.wait(CONNECT_TIMEOUT_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return verdict[0] if verdict else "no CONNACK"
+
+
+def check_credential(
+    settings: ConsumerSettings, username: str, password: str, timeout_s: float = CREDENTIAL_CHECK_S
+) -> None:
+    """Wait until the broker accepts a credential just written (it re-reads its password file
+    shortly after SIGHUP); EnrolmentFailed if it never does, so no unusable credential is shown.
+    The check connects with a throw-away client id and a session that ends with it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        verdict = _connack(settings, f"{username}-credential-check", username, password)
+        if verdict == "Success":
+            return
+        if time.monotonic() > deadline:
+            msg = (
+                f"the broker at {settings.host}:{settings.port} does not accept the new "
+                f"credential of {username!r} ({verdict}): did it reload its password_file?"
+            )
+            raise EnrolmentFailed(msg)
+        time.sleep(_CHECK_RETRY_S)
+
+
 def _request_for(payload: bytes, gateway_id: str) -> EnrolRequest:
     request = EnrolRequest.decode(payload)
     if request.gateway_id != gateway_id:
         msg = f"request names gateway {request.gateway_id!r}, not {gateway_id!r}"
         raise EnrolmentError(msg)
     return request
+
+
+def _subscribe_on_connect(client: mqtt.Client, request_topic: str) -> list[str]:
+    """Subscribe once connected; the returned list receives the reason of a refused CONNACK."""
+    refused: list[str] = []
+
+    def on_connect(
+        c: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode, _props: object
+    ) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        else:
+            c.subscribe(request_topic, qos=1)
+
+    client.on_connect = on_connect
+    return refused
 
 
 def serve(
@@ -65,17 +152,11 @@ def serve(
 ) -> Enrolled:
     """Wait for the gateway's request, answer it and store the secret; EnrolmentFailed if not."""
     requests: queue.Queue[bytes] = queue.Queue()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{settings.client_id}-enrol-{gateway_id}",
-        protocol=mqtt.MQTTv5,
-    )
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
+    client = paho_client(settings, f"{settings.client_id}-enrol-{gateway_id}")
     request_topic = topic(gateway_id, Channel.ENROL_REQUEST, settings.topic_prefix)
     response_topic = topic(gateway_id, Channel.ENROL_RESPONSE, settings.topic_prefix)
     client.on_message = lambda _client, _userdata, message: requests.put(bytes(message.payload))
-    client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(request_topic, qos=1)
+    connect_refused = _subscribe_on_connect(client, request_topic)
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     except OSError as exc:
@@ -91,6 +172,13 @@ def serve(
                 msg = (
                     f"no valid enrolment request from {gateway_id} within {timeout_s:g} s; run "
                     f"`edge-agent enroll TOKEN` on the gateway while this waits"
+                )
+                raise EnrolmentFailed(msg)
+            if connect_refused:
+                msg = (
+                    f"the broker refused the sink identity {settings.username!r}: "
+                    f"{connect_refused[0]} "
+                    "(check [mqtt] username and password_file)"
                 )
                 raise EnrolmentFailed(msg)
             try:

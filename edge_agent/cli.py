@@ -22,6 +22,7 @@ from edge_agent.devices import decode as decode_payload
 from edge_agent.devices import resolve_characteristic
 from edge_agent.devices import to_json_dict as gatt_json
 from edge_agent.enroll import enroll as run_enrolment
+from edge_agent.enroll import prompt_password, read_password_input, store_password
 from edge_agent.errors import EdgeAgentError, run_command
 from edge_agent.filters import FilterError, load_presets, warm_up
 from edge_agent.hardware import open_hardware, registry_sources
@@ -215,10 +216,23 @@ def enroll(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing gateway secret.")
     ] = False,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--broker-password-file",
+            help="Read the broker password from this file instead of asking for it.",
+        ),
+    ] = None,
+    no_password: Annotated[
+        bool,
+        typer.Option("--no-broker-password", help="The broker takes no password (a lab broker)."),
+    ] = False,
 ) -> None:
     """Enrol this gateway: agree its master secret with the sink (docs/enrolment.md).
 
-    The secret is written to [gateway] secret_file with mode 0600 and never shown.
+    Asks for the broker password `cloud-sink gateways add` printed (hidden input) unless
+    --broker-password-file names a file holding it. The secret is written to [gateway]
+    secret_file and the password to [mqtt] password_file, both mode 0600, never shown.
     """
     try:
         settings = load_agent_config(config)
@@ -232,17 +246,29 @@ def enroll(
                 "secret; the sink must then hold the new one too)"
             )
         )
+    if password_file is not None and no_password:
+        raise _fail(EdgeAgentError("give --broker-password-file or --no-broker-password, not both"))
     configure_logging("warning", "text")
     try:
+        password: str | None = None
+        if password_file is not None:
+            password = read_password_input(password_file)
+        elif not no_password:
+            password = prompt_password(settings.gateway.gateway_id)
+        broker = dataclasses.replace(settings.broker, password=password)
         master, epoch = asyncio.run(
-            run_enrolment(settings.broker, settings.gateway.gateway_id, token, timeout_s)
+            run_enrolment(broker, settings.gateway.gateway_id, token, timeout_s)
         )
+        write_secret_file(secret_file, master)
+        stored = ""
+        if password is not None and broker.password_file is not None:
+            store_password(broker.password_file, password)
+            stored = f"; broker password in {broker.password_file}"
     except EdgeAgentError as exc:
         raise _fail(exc, code=1) from None
-    write_secret_file(secret_file, master)
     _out.print(
         f"enrolled gateway {settings.gateway.gateway_id} (sink key epoch {epoch}); secret "
-        f"written to {secret_file} (mode 0600)"
+        f"written to {secret_file}{stored} (mode 0600)"
     )
 
 

@@ -13,6 +13,9 @@ from edge_agent.publisher import BrokerSettings
 
 GATEWAY_ID_PATTERN = r"[a-z0-9-]{3,32}"
 CLIENT_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+BROKER_USERNAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+BROKER_PASSWORD_FILE: Final = "broker-password"  # noqa: S105 - a file name, not a secret
+"""Default `[mqtt] password_file`, in the state directory; `edge-agent enroll` writes it."""
 PREFIX_PATTERN = r"([A-Za-z0-9_-]+/)*"
 PSEUDONYM_PATTERN = r"[0-9a-f]{32}"  # 128-bit surrogate tokens, lowercase hex
 SERIAL_KINDS = ("implant-receiver", "bedside-monitor")
@@ -111,7 +114,34 @@ def _gateway(table: Table) -> GatewaySettings:
     return settings
 
 
-def _broker(table: Table, gateway_id: str) -> BrokerSettings:
+def read_broker_password(path: Path) -> str:
+    """The broker password: one line in a file only its owner may read (0600)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(str(path), "mqtt.password_file", f"cannot read: {exc}") from exc
+    if mode & 0o077:
+        why = f"mode {mode & 0o777:04o} is too open; chmod 600 it"
+        raise SettingsError(str(path), "mqtt.password_file", why)
+    password = text.strip()
+    if not password or "\n" in password:
+        raise SettingsError(str(path), "mqtt.password_file", "must hold the password on one line")
+    return password
+
+
+def _broker(table: Table, gateway: GatewaySettings) -> BrokerSettings:
+    gateway_id = gateway.gateway_id
+    if table.has("password"):
+        key = "mqtt.password"
+        why = "not in the config: `edge-agent enroll` stores it in a 0600 file (password_file)"
+        raise table.doc.error(key, why)
+    password_file = table.path("password_file", str(gateway.state_dir / BROKER_PASSWORD_FILE))
+    # Absent until `edge-agent enroll` has run (or for a broker that needs no password).
+    password = read_broker_password(password_file) if password_file.exists() else None
+    # Checked when the agent connects (edge_agent.publisher.tls_context), not here: `config
+    # check` on an engineer's laptop must accept the gateway's paths.
+    tls_ca_file = table.path("tls_ca_file") if table.has("tls_ca_file") else None
     settings = BrokerSettings(
         host=table.string("host"),
         port=table.integer("port", low=1, high=65535),
@@ -122,8 +152,12 @@ def _broker(table: Table, gateway_id: str) -> BrokerSettings:
         connect_timeout_s=table.number("connect_timeout_s", 10.0, low=0.5, high=120.0),
         publish_timeout_s=table.number("publish_timeout_s", 10.0, low=0.5, high=120.0),
         reconnect_max_s=table.number("reconnect_max_s", 10.0, low=0.5, high=600.0),
-        tls_ca_file=str(table.path("tls_ca_file")) if table.has("tls_ca_file") else None,
+        tls_ca_file=str(tls_ca_file) if tls_ca_file is not None else None,
         session_expiry_s=table.integer("session_expiry_s", 86_400, low=0, high=7 * 86_400),
+        # The broker's ACL patterns name a gateway's topics by its username: keep them equal.
+        username=table.string("username", gateway_id, pattern=BROKER_USERNAME_PATTERN),
+        password=password,
+        password_file=password_file,
     )
     table.finish()
     return settings
@@ -212,7 +246,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         config = AgentConfig(
             source_file=path,
             gateway=gateway,
-            broker=_broker(root.table("mqtt"), gateway.gateway_id),
+            broker=_broker(root.table("mqtt"), gateway),
             pipeline=_pipeline(root.optional_table("pipeline")),
             spool=_spool(root.optional_table("spool")),
             filters=_filters(root.table("filters")),

@@ -10,7 +10,8 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
@@ -19,6 +20,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.errors import ConfigError
 from edge_agent.protocol import Channel, topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +42,26 @@ class BrokerSettings:
     tls_ca_file: str | None = None
     session_expiry_s: int = 86_400
     """How long the broker keeps this client's session (and queued downlink) while it is away."""
+    username: str | None = None
+    """The gateway's broker identity; the broker's ACL gives it only topics named by it."""
+    password: str | None = field(default=None, repr=False)
+    """Read from `password_file` (never logged); None for a broker that needs none."""
+    password_file: Path | None = None
+    """Where `edge-agent enroll` stores the broker password (mode 0600)."""
+
+
+def tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    """Verify the broker against `tls_ca_file` only, with a hostname check (RFC 6125: an IP
+    address host is matched against the certificate's iPAddress names), TLS 1.2 at least."""
+    if settings.tls_ca_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        why = f"cannot load the CA bundle: {exc}"
+        raise ConfigError(settings.tls_ca_file, "mqtt.tls_ca_file", why) from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class Publisher:
@@ -60,6 +82,7 @@ class Publisher:
         self._status_topic = topic(gateway_id, Channel.STATUS, settings.topic_prefix)
         self._keys_topic = topic(gateway_id, Channel.KEYS, settings.topic_prefix)
         self._on_command = on_command
+        self._tls = tls_context(settings)  # read the CA file once, not per reconnect
         self._reader: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._failures = 0
@@ -77,11 +100,12 @@ class Publisher:
 
     def _new_client(self) -> aiomqtt.Client:
         s = self._settings
-        tls = ssl.create_default_context(cafile=s.tls_ca_file) if s.tls_ca_file else None
         return aiomqtt.Client(
             s.host,
             s.port,
             identifier=s.client_id,
+            username=s.username,
+            password=s.password,
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
@@ -90,7 +114,7 @@ class Publisher:
             will=aiomqtt.Will(
                 self._status_topic, self._status_payload("offline"), qos=1, retain=True
             ),
-            tls_context=tls,
+            tls_context=self._tls,
         )
 
     def _connect_properties(self) -> Properties:

@@ -1,4 +1,9 @@
-"""Local demo: Mosquitto, InfluxDB, sink and agent with N simulated patients, then a count."""
+"""Local demo: Mosquitto, InfluxDB, sink and agent with N simulated patients, then a count.
+
+By default the broker is secured as a deployment is (docs/broker-security.md): TLS with a
+throw-away demo CA, no anonymous clients, per-gateway logins and ACLs, and the gateway enrolled
+with `cloud-sink gateways add` + `edge-agent enroll`. `--plain` runs an anonymous TCP broker.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="end with one JSON summary line")
     parser.add_argument("--keep", type=Path, help="leave logs, configs and data in this folder")
     parser.add_argument("--seed", type=int, default=7, help="physiology seed (default 7)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="anonymous plain-TCP broker instead of TLS, logins, ACLs and enrolment",
+    )
     args = parser.parse_args(argv)
     if not args.duration > 0:
         parser.error("--duration must be positive")
@@ -123,15 +133,18 @@ def _readings_by_path(entries: list[LedgerEntry]) -> dict[str, int]:
 def run(args: argparse.Namespace, root: Path) -> int:
     console = Console(stderr=args.json)
     with (
-        MosquittoServer(root / "mosquitto") as broker,
+        MosquittoServer(root / "mosquitto", secure=not args.plain) as broker,
         InfluxServer(root / "influxdb") as db,
     ):
         stack = LocalStack(root, broker, db)
+        security = "plain TCP, anonymous" if args.plain else "TLS, per-gateway logins and ACLs"
+        console.print(f"mosquitto on :{broker.port} ({security}), influxdb on :{db.port}")
         stack.write_sink_config()
         # Patient 1 has a fever episode from 1 s to 11 s after start and the devices run at
         # half their ward intervals, so the bedside alert is raised and cleared even in a short
         # run. Every patient wears BLE devices (a simulated radio behind bleak); bed 1 also has
         # an implant receiver and the last bed a bedside monitor, both on pseudo-terminals.
+        # On the secure broker this enrols the gateway (its key and its broker login).
         gateway = stack.add_gateway(
             GATEWAY_ID,
             args.patients,
@@ -143,7 +156,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         )
         influx = InfluxV1(db.url, stack.database)
         try:
-            console.print(f"mosquitto on :{broker.port}, influxdb on :{db.port}; starting sink")
+            if not args.plain:
+                console.print(f"gateway {GATEWAY_ID} enrolled; starting sink")
             stack.start_sink()
             stack.start_agent(gateway)
             console.print(

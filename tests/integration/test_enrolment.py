@@ -40,9 +40,12 @@ def _waiting_sink(
 
 
 def _enroll(config: Path, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    # The shared test broker is anonymous: no broker password to ask for (the secured
+    # broker's enrolment is in test_broker_acl.py).
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", "enroll", token, "--config", str(config), *extra],
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "edge_agent", "enroll", token, "--config", str(config),
+         "--no-broker-password", *extra],
+        capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
 
