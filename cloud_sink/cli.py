@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_sink.cli_gateways import app as gateways_app
+from cloud_sink.cli_report import report
 from cloud_sink.clinical import (
     ClinicalTwin,
     clinical_json,
@@ -60,6 +61,7 @@ patients_app = typer.Typer(help="Patient profiles: admit, update, discharge.", n
 app.add_typer(patients_app, name="patients")
 export_app = typer.Typer(help="Export a patient's twin.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.command("report")(report)
 _out = Console()
 _err = Console(stderr=True)
 

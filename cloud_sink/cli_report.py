@@ -1,0 +1,160 @@
+"""`cloud-sink report`: the population report (seed Table 3) from InfluxDB, as a table or JSON.
+
+docs/report.md defines every figure. The lead registers the command with
+`app.command("report")(report)` in cloud_sink/cli.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cloud_sink.config import load_sink_config
+from cloud_sink.errors import CloudSinkError
+from cloud_sink.influx import InfluxV1
+from cloud_sink.report import (
+    PlotFile,
+    Report,
+    ReportError,
+    build_report,
+    dumps,
+    format_value,
+    read_population,
+    report_json,
+)
+from cloud_sink.twin import iso_utc
+
+REPORT_FILE: Final = "report.json"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_OUT: Final = "--out"
+_out = Console()
+_err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Sink TOML file (see configs/sink.toml).")
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Only data from this ISO 8601 time on (with offset); default: all data."
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help=f"Folder for {REPORT_FILE} and the PNG plots (created if missing)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+def parse_since(text: str | None) -> int | None:
+    """`--since` as `cloud-sink export fhir` takes it: ISO 8601 with a UTC offset, to ns."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"--since {text!r} is not an ISO 8601 date-time, e.g. 2025-03-14T08:00:00Z"
+        raise _fail(msg) from None
+    if moment.tzinfo is None:
+        msg = f"--since {text!r} needs a UTC offset, e.g. 2025-03-14T08:00:00Z or ...+01:00"
+        raise _fail(msg)
+    delta = moment - _EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
+
+
+@contextmanager
+def _database(config: Path) -> Iterator[InfluxV1]:
+    """A client for the configured database, closed when the command is done (as in cli.py)."""
+    settings = load_sink_config(config).influxdb
+    influx = InfluxV1(
+        settings.url,
+        settings.database,
+        settings.timeout_s,
+        settings.username,
+        settings.password,
+    )
+    try:
+        yield influx
+    finally:
+        influx.close()
+
+
+def _write_outputs(built: Report, out: Path) -> tuple[PlotFile, ...]:
+    """report.json and the plots into `out`; matplotlib is needed only here."""
+    try:
+        # The 'sink' extra brings matplotlib; a gateway install never needs it.
+        from cloud_sink.report_plots import write_plots  # noqa: PLC0415
+    except ImportError as exc:
+        reason = f"plots need matplotlib (install bedside-twin[sink]): {exc}"
+        raise ReportError(_OUT, reason) from exc
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(_OUT, f"cannot create folder {out}: {exc.strerror}") from exc
+    plots = write_plots(built, out)
+    try:
+        (out / REPORT_FILE).write_text(dumps(report_json(built, plots)) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(_OUT, f"cannot write {out / REPORT_FILE}: {exc.strerror}") from exc
+    return plots
+
+
+def report_table(built: Report) -> Table:
+    """The report as a rich table: figure, value, unit, what it rests on, how."""
+    since = "all data" if built.since_ns is None else iso_utc(built.since_ns)
+    table = Table(title=f"population report: {since} to {iso_utc(built.until_ns)}")
+    for column in ("figure", "value", "unit", "over", "how"):
+        table.add_column(column, overflow="fold")
+    for figure in built.figures.values():
+        over = (
+            "-" if figure.over is None or figure.count is None else f"{figure.count} {figure.over}"
+        )
+        table.add_row(
+            escape(figure.title),
+            escape(format_value(figure)),
+            escape(figure.unit or ""),
+            over,
+            escape(figure.how),
+        )
+    return table
+
+
+def report(
+    config: ConfigOption = Path("configs/sink.toml"),
+    since: SinceOption = None,
+    out: OutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Population figures (seed Table 3): demographics, vitals, devices, room, security."""
+    since_ns = parse_since(since)
+    generated_ns = time.time_ns()
+    try:
+        with _database(config) as influx:
+            data = read_population(influx, since_ns, generated_ns)
+        # The audit log's counts are wired in by the lead; until then they are null.
+        built = build_report(
+            data, since_ns=since_ns, until_ns=generated_ns, generated_ns=generated_ns, access=None
+        )
+        plots = () if out is None else _write_outputs(built, out)
+    except CloudSinkError as exc:
+        raise _fail(str(exc)) from None
+    if out is not None:
+        _err.print(f"wrote {escape(str(out / REPORT_FILE))} and {len(plots)} plots")
+    if json_output:
+        typer.echo(dumps(report_json(built, plots)))
+        return
+    _out.print(report_table(built))
