@@ -7,9 +7,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +26,7 @@ from cloud_sink.clinical import (
     ward_json,
     ward_table,
 )
-from cloud_sink.config import SinkConfig, load_sink_config
+from cloud_sink.config import SinkConfig, load_sink_config, open_database
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
@@ -47,6 +45,7 @@ from cloud_sink.profiles import (
     update,
 )
 from cloud_sink.replay import ReplayGuard
+from cloud_sink.since import since_ns
 from cloud_sink.twin import check_token, iso_utc
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 
@@ -80,21 +79,6 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _influx(config: SinkConfig) -> InfluxV1:
-    db = config.influxdb
-    return InfluxV1(db.url, db.database, db.timeout_s, db.username, db.password)
-
-
-@contextmanager
-def _database(config: Path) -> Iterator[InfluxV1]:
-    """A client for the configured database, closed when the command is done."""
-    influx = _influx(load_sink_config(config))
-    try:
-        yield influx
-    finally:
-        influx.close()
-
-
 async def _until(stop: asyncio.Event, waiting: Awaitable[object], timeout_s: float | None) -> bool:
     """Await `waiting` unless `stop` is set first or the time runs out; True if it finished."""
     task = asyncio.ensure_future(waiting)
@@ -125,7 +109,7 @@ async def _wait_for_database(influx: InfluxV1, stop: asyncio.Event) -> bool:
 
 
 async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
-    influx = _influx(config)
+    influx = config.influxdb.client()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -194,7 +178,7 @@ def twin_show(
 ) -> None:
     """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts."""
     try:
-        with _database(config) as influx:
+        with open_database(config) as influx:
             view = clinical_twin(influx, patient, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -270,7 +254,7 @@ def twin_list(
 ) -> None:
     """The ward: every patient ranked by NEWS2 band, then score, then staleness."""
     try:
-        with _database(config) as influx:
+        with open_database(config) as influx:
             rows = ward(influx, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -304,7 +288,7 @@ def twin_observe(
         if all(value is None for value in entries.values()):
             raise _fail(ValueError("give at least one of --acvpu, --oxygen, --scale"))
         now_ns = time.time_ns()
-        with _database(config) as influx:
+        with open_database(config) as influx:
             for kind, value in entries.items():
                 if value is not None:
                     record_observation(
@@ -375,7 +359,7 @@ def _change_profile(
     """admit and update: check the options before touching the database, apply, report."""
     try:
         changes = _changes(patient, *options)
-        with _database(config) as influx:
+        with open_database(config) as influx:
             profile = apply(influx, patient, changes, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -422,26 +406,11 @@ def patients_discharge(
     """Discharge an admitted patient (the profile is kept, marked discharged)."""
     try:
         check_token(patient)
-        with _database(config) as influx:
+        with open_database(config) as influx:
             profile = discharge(influx, patient, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
     _report_profile("discharged", profile)
-
-
-def _parse_since(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        msg = f"--since {text!r} is not an ISO 8601 date-time, e.g. 2025-03-14T08:00:00Z"
-        raise _fail(ValueError(msg)) from None
-    if moment.tzinfo is None:
-        msg = f"--since {text!r} needs a UTC offset, e.g. 2025-03-14T08:00:00Z or ...+01:00"
-        raise _fail(ValueError(msg))
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
 
 
 @export_app.command("fhir")
@@ -458,13 +427,13 @@ def export_fhir(
     config: ConfigOption = Path("configs/sink.toml"),
 ) -> None:
     """Write a FHIR R4 Bundle (collection): Patient, Devices, vital-sign Observations, NEWS2."""
-    since_ns = _parse_since(since)
     try:
+        start_ns = since_ns(since)
         check_token(patient)
         if not out.parent.is_dir():
             raise ExportError(patient, f"folder {out.parent} does not exist; create it first")
-        with _database(config) as influx:
-            data = read_export(influx, patient, since_ns, stale_factor)
+        with open_database(config) as influx:
+            data = read_export(influx, patient, start_ns, stale_factor)
         bundle = build_bundle(data, time.time_ns())
         write_bundle(bundle, out, patient)
     except CloudSinkError as exc:

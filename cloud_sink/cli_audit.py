@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -47,6 +46,7 @@ from cloud_sink.audit import (
 )
 from cloud_sink.config import load_sink_config
 from cloud_sink.errors import CloudSinkError, ConfigError
+from cloud_sink.since import SinceError, parse_since
 from edge_agent.protocol.settings import SettingsError, load
 
 audit_app = typer.Typer(
@@ -169,20 +169,6 @@ def verify_command(
         raise typer.Exit(code=1)
 
 
-def _parse_since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        msg = f"--since {text!r} is not an ISO 8601 date-time, e.g. 2025-03-14T08:00:00Z"
-        raise _fail(msg) from None
-    if moment.tzinfo is None:
-        msg = f"--since {text!r} needs a UTC offset, e.g. 2025-03-14T08:00:00Z or +01:00"
-        raise _fail(msg)
-    return moment
-
-
 def _short(subject: str | None) -> str:
     if subject is None:
         return "-"
@@ -221,7 +207,10 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
 ) -> None:
     """List audit entries, oldest first (admin). Reading does not verify: run `audit verify`."""
-    since_time = _parse_since(since)
+    try:
+        since_time = parse_since(since)
+    except SinceError as exc:
+        raise _fail(str(exc)) from None
     unknown = sorted(set(action or ()) - set(ACTIONS))
     if unknown:
         msg = f"unknown --action {', '.join(unknown)}; one of: {', '.join(ACTIONS)}"

@@ -1,15 +1,11 @@
 """`cloud-sink report`: the population report (seed Table 3) from InfluxDB, as a table or JSON.
 
-docs/report.md defines every figure. The lead registers the command with
-`app.command("report")(report)` in cloud_sink/cli.py.
+docs/report.md defines every figure; cloud_sink/cli.py registers the command.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -18,9 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cloud_sink.config import load_sink_config
+from cloud_sink.config import open_database
 from cloud_sink.errors import CloudSinkError
-from cloud_sink.influx import InfluxV1
 from cloud_sink.report import (
     PlotFile,
     Report,
@@ -31,10 +26,10 @@ from cloud_sink.report import (
     read_population,
     report_json,
 )
+from cloud_sink.since import since_ns as parse_since_ns
 from cloud_sink.twin import iso_utc
 
 REPORT_FILE: Final = "report.json"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _OUT: Final = "--out"
 _out = Console()
 _err = Console(stderr=True)
@@ -58,39 +53,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 def _fail(message: str) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code=2)
-
-
-def parse_since(text: str | None) -> int | None:
-    """`--since` as `cloud-sink export fhir` takes it: ISO 8601 with a UTC offset, to ns."""
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        msg = f"--since {text!r} is not an ISO 8601 date-time, e.g. 2025-03-14T08:00:00Z"
-        raise _fail(msg) from None
-    if moment.tzinfo is None:
-        msg = f"--since {text!r} needs a UTC offset, e.g. 2025-03-14T08:00:00Z or ...+01:00"
-        raise _fail(msg)
-    delta = moment - _EPOCH
-    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
-
-
-@contextmanager
-def _database(config: Path) -> Iterator[InfluxV1]:
-    """A client for the configured database, closed when the command is done (as in cli.py)."""
-    settings = load_sink_config(config).influxdb
-    influx = InfluxV1(
-        settings.url,
-        settings.database,
-        settings.timeout_s,
-        settings.username,
-        settings.password,
-    )
-    try:
-        yield influx
-    finally:
-        influx.close()
 
 
 def _write_outputs(built: Report, out: Path) -> tuple[PlotFile, ...]:
@@ -140,10 +102,10 @@ def report(
     json_output: JsonOption = False,
 ) -> None:
     """Population figures (seed Table 3): demographics, vitals, devices, room, security."""
-    since_ns = parse_since(since)
     generated_ns = time.time_ns()
     try:
-        with _database(config) as influx:
+        since_ns = parse_since_ns(since)
+        with open_database(config) as influx:
             data = read_population(influx, since_ns, generated_ns)
         # The audit log's counts are wired in by the lead; until then they are null.
         built = build_report(

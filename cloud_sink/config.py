@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cloud_sink.broker_auth import (
 )
 from cloud_sink.consumer import ConsumerSettings
 from cloud_sink.errors import ConfigError
+from cloud_sink.influx import InfluxV1
 from cloud_sink.pipeline import WriterSettings
 from edge_agent.protocol.settings import SettingsError, Table, load
 
@@ -28,6 +30,9 @@ class InfluxSettings:
     timeout_s: float
     username: str | None
     password: str | None
+
+    def client(self) -> InfluxV1:
+        return InfluxV1(self.url, self.database, self.timeout_s, self.username, self.password)
 
 
 @dataclass(slots=True, frozen=True)
@@ -167,3 +172,8 @@ def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfi
     except SettingsError as exc:
         raise ConfigError(exc.location, exc.key, exc.why) from exc
     return config
+
+
+def open_database(path: Path) -> closing[InfluxV1]:
+    """A client for the database the config file at `path` names, closed on leaving `with`."""
+    return closing(load_sink_config(path).influxdb.client())
