@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -12,15 +15,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
 from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.cli_report import report
 from cloud_sink.clinical import (
     ClinicalTwin,
+    Outlook,
+    OutlookSettings,
     clinical_json,
     clinical_twin,
+    is_advisory,
+    projection_summary,
     record_observation,
     ward,
     ward_json,
@@ -30,6 +40,12 @@ from cloud_sink.config import SinkConfig, load_sink_config, open_database
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
+from cloud_sink.forecast import (
+    DEFAULT_HORIZONS_MIN,
+    DEFAULT_LEVEL,
+    ForecastInputError,
+    VitalForecast,
+)
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
@@ -167,24 +183,77 @@ def run(
         raise _fail(exc) from None
 
 
+BaselineHoursOption = Annotated[
+    float,
+    typer.Option(
+        "--baseline-hours", help="Personal baseline look-back in hours (the last 30 min excluded)."
+    ),
+]
+HorizonOption = Annotated[
+    list[float] | None,
+    typer.Option(
+        "--horizon-min", help="A forecast horizon in minutes; repeat for several (default 15, 30)."
+    ),
+]
+ProjectionHoursOption = Annotated[
+    float,
+    typer.Option("--projection-hours", help="How far to look for a NEWS2 band change, hours."),
+]
+StaleFactorOption = Annotated[
+    float, typer.Option(help="A metric is stale after this many expected intervals.")
+]
+
+
+def _outlook_settings(
+    baseline_hours: float, horizons_min: list[float] | None, projection_hours: float
+) -> OutlookSettings:
+    """The outlook options, checked before any query; a bad one exits 2 naming the option."""
+    try:
+        baseline = BaselineSettings(lookback_s=baseline_hours * 3600.0)
+    except BaselineSettingsError as exc:
+        msg = f"--baseline-hours {baseline_hours:g}: {exc.reason} (the last 30 min are excluded)"
+        raise _fail(ValueError(msg)) from None
+    if not math.isfinite(projection_hours) or not 0.0 < projection_hours <= 168.0:
+        msg = f"--projection-hours {projection_hours:g}: give hours above 0, at most 168"
+        raise _fail(ValueError(msg))
+    try:
+        return OutlookSettings(
+            baseline=baseline,
+            horizons_min=tuple(horizons_min) if horizons_min else DEFAULT_HORIZONS_MIN,
+            projection_horizon_min=max(1, round(projection_hours * 60.0)),
+        )
+    except ForecastInputError as exc:
+        msg = f"--horizon-min {exc.value}: {exc.reason}"
+        raise _fail(ValueError(msg)) from None
+
+
 @twin_app.command("show")
 def twin_show(
     patient: Annotated[str, typer.Argument(help="The patient's pseudonymous token.")],
     config: ConfigOption = Path("configs/sink.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    stale_factor: Annotated[
-        float, typer.Option(help="A metric is stale after this many expected intervals.")
-    ] = 5.0,
+    stale_factor: StaleFactorOption = 5.0,
+    baseline_hours: BaselineHoursOption = 24.0,
+    horizon_min: HorizonOption = None,
+    projection_hours: ProjectionHoursOption = 4.0,
 ) -> None:
-    """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts."""
+    """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts,
+    personal baselines, advisories, forecasts and the time to a NEWS2 band change."""
     try:
+        settings = _outlook_settings(baseline_hours, horizon_min, projection_hours)
         with open_database(config) as influx:
-            view = clinical_twin(influx, patient, time.time_ns(), stale_factor)
+            view = clinical_twin(influx, patient, time.time_ns(), stale_factor, outlook=settings)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     if as_json:
         typer.echo(json.dumps(clinical_json(view)))
         return
+    for item in _twin_renderables(view):
+        _out.print(item)
+
+
+def _twin_renderables(view: ClinicalTwin) -> list[RenderableType]:
+    """`twin show` as text: vitals, NEWS2, alarms, the outlook, then the details."""
     twin = view.twin
     table = Table(title=f"patient {twin.patient} ({twin.readings} readings)")
     for column in ("vital", "value", "unit", "time (UTC)", "age", "trend /h", "device"):
@@ -201,24 +270,75 @@ def twin_show(
             "-" if trend is None else f"{trend:+.1f}",
             vital.device[:8] + "…",
         )
-    _out.print(table)
+    items: list[RenderableType] = [table]
     n = view.news2
     missing = [name for name, points in n.subscores.items() if points is None]
-    _out.print(
+    items.append(
         f"NEWS2 {n.total} ({n.band})"
         + (f", incomplete: missing {', '.join(missing)}" if missing else "")
     )
-    for alert in view.alerts:
-        _out.print(
-            f"alert {alert.kind} ({alert.severity}) {alert.state} at {iso_utc(alert.since_ns)}"
-        )
-    _print_details(view)
+    items.extend(
+        f"alert {a.kind} ({a.severity}) {a.state} at {iso_utc(a.since_ns)}"
+        for a in view.alerts
+        if not is_advisory(a)
+    )
+    if view.outlook is not None:
+        items += _outlook_renderables(view, view.outlook)
+    return items + _detail_renderables(view)
 
 
-def _print_details(view: ClinicalTwin) -> None:
+def _interval_cell(forecast: VitalForecast | None, index: int) -> str:
+    if forecast is None:
+        return "-"
+    h = forecast.horizons[index]
+    flag = " ?" if forecast.low_confidence else ""
+    return f"{h.value:.1f} [{h.low:.1f}, {h.high:.1f}]{flag}"
+
+
+def _outlook_renderables(view: ClinicalTwin, outlook: Outlook) -> list[RenderableType]:
+    """Baseline, deviation and forecast per vital sign; the NEWS2 projection; advisories."""
+    metrics = [v for v in view.twin.vitals if v.metric in outlook.forecast]
+    horizons = next((f.horizons for f in outlook.forecast.values() if f is not None), ())
+    level = next((f.level for f in outlook.forecast.values() if f is not None), DEFAULT_LEVEL)
+    table = Table(title=f"outlook (forecast: value [{level:.0%} prediction interval])")
+    for column in ("vital", "latest", "baseline median [Q1, Q3]", "vs baseline"):
+        table.add_column(column)
+    for h in horizons:
+        table.add_column(f"+{h.minutes:g} min")
+    for vital in metrics:
+        b = outlook.baselines.get(vital.metric)
+        f = outlook.forecast.get(vital.metric)
+        if b is None:
+            base, against = "-", "-"
+        elif b.stats is None:
+            base, against = f"too few (n={b.readings})", "-"
+        else:
+            base = f"{b.stats.median:.1f} [{b.stats.q1:.1f}, {b.stats.q3:.1f}] n={b.readings}"
+            against = f"{b.deviation:+.1f} ({b.position})"
+        cells = [_interval_cell(f, i) for i in range(len(horizons))]
+        table.add_row(vital.title, f"{vital.value:.1f}", base, against, *cells)
+    items: list[RenderableType] = [table]
+    for vital in metrics:
+        f = outlook.forecast.get(vital.metric)
+        if f is not None and f.low_confidence:
+            items.append(Text(f"? {vital.metric}: low confidence: {'; '.join(f.reasons)}"))
+    items.append(Text(projection_summary(outlook.news2_projection)))
+    for a in outlook.advisories:
+        facts = [] if a.value is None else [f"value {a.value:g}"]
+        if a.raised_ns is not None:
+            facts.append(f"raised {iso_utc(a.raised_ns)}")
+        if a.cleared_ns is not None:
+            facts.append(f"cleared {iso_utc(a.cleared_ns)}")
+        state = "open" if a.state == "raised" else a.state
+        line = f"advisory ({state}): {a.metric or '?'} {a.direction} against the personal baseline"
+        items.append(Text(line + (f" ({', '.join(facts)})" if facts else "")))
+    return items
+
+
+def _detail_renderables(view: ClinicalTwin) -> list[RenderableType]:
     """Profile, devices and environment of `twin show` (text form)."""
     profile = "none recorded" if view.profile is None else profile_summary(view.profile)
-    _out.print(f"profile: {profile}", markup=False, highlight=False)
+    items: list[RenderableType] = [Text(f"profile: {profile}")]
     if view.devices:
         table = Table(title="devices")
         for column in ("device", "kind", "last reading", "last hour", "interval", "battery",
@@ -234,23 +354,22 @@ def _print_details(view: ClinicalTwin) -> None:
                 "-" if d.battery_pct is None else f"{d.battery_pct:.0f} %",
                 "-" if d.errors_per_100h is None else f"{d.errors_per_100h:.1f}",
             )
-        _out.print(table)
+        items.append(table)
     for metric, label in (("room_temp", "room temperature"), ("humidity", "humidity")):
         reading = view.environment.get(metric)
         if reading is not None:
             age_s = (view.now_ns - reading.ts_ns) / 1e9
-            _out.print(
+            items.append(
                 f"{label}: {reading.value:g} {reading.unit} ({age_s:.0f} s ago, {reading.source})"
             )
+    return items
 
 
 @twin_app.command("list")
 def twin_list(
     config: ConfigOption = Path("configs/sink.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
-    stale_factor: Annotated[
-        float, typer.Option(help="A metric is stale after this many expected intervals.")
-    ] = 5.0,
+    stale_factor: StaleFactorOption = 5.0,
 ) -> None:
     """The ward: every patient ranked by NEWS2 band, then score, then staleness."""
     try:
@@ -262,6 +381,87 @@ def twin_list(
         typer.echo(json.dumps(ward_json(rows)))
         return
     _out.print(ward_table(rows))
+
+
+def _watch_frame(
+    influx: InfluxV1, patient: str | None, stale_factor: float
+) -> list[RenderableType]:
+    now_ns = time.time_ns()
+    if patient is None:
+        return [ward_table(ward(influx, now_ns, stale_factor), outlook=True)]
+    return _twin_renderables(clinical_twin(influx, patient, now_ns, stale_factor))
+
+
+def _watch(
+    influx: InfluxV1,
+    patient: str | None,
+    stale_factor: float,
+    interval_s: float,
+    iterations: int | None,
+) -> None:
+    """Refresh until `iterations` (or Ctrl-C). On a terminal the table is redrawn in place
+    (rich.live); into a file or pipe every refresh is printed in turn, so a log keeps them all.
+    A database outage after the first refresh keeps the last table up with a warning."""
+    with contextlib.ExitStack() as stack:
+        live = (
+            stack.enter_context(Live(console=_out, auto_refresh=False))
+            if _out.is_terminal
+            else None
+        )
+        shown: list[RenderableType] = []
+        for count in itertools.count(1):
+            stamp = iso_utc(time.time_ns())
+            try:
+                shown = _watch_frame(influx, patient, stale_factor)
+                status = Text(f"refresh {count} at {stamp}")
+            except DatabaseUnavailable as exc:
+                if not shown:
+                    raise
+                status = Text(
+                    f"refresh {count} at {stamp}: database unavailable ({exc.reason});"
+                    " showing the previous refresh",
+                    style="bold red",
+                )
+            until = "Ctrl-C stops" if iterations is None else f"stops after {iterations}"
+            status.append(f"; every {interval_s:g} s, {until}")
+            frame = Group(*shown, status)
+            if live is None:
+                _out.print(frame)
+            else:
+                live.update(frame, refresh=True)
+            if iterations is not None and count >= iterations:
+                return
+            time.sleep(interval_s)
+
+
+@twin_app.command("watch")
+def twin_watch(
+    config: ConfigOption = Path("configs/sink.toml"),
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 5.0,
+    iterations: Annotated[
+        int | None,
+        typer.Option("--iterations", help="Stop after this many refreshes (default: Ctrl-C)."),
+    ] = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Watch this patient's twin, not the ward.")
+    ] = None,
+    stale_factor: StaleFactorOption = 5.0,
+) -> None:
+    """A live ward: `twin list` plus advisories, time to a band change and forecasts."""
+    if not math.isfinite(interval) or interval <= 0.0:
+        raise _fail(ValueError(f"--interval {interval!r}: give a number of seconds above 0"))
+    if iterations is not None and iterations < 1:
+        raise _fail(ValueError(f"--iterations {iterations}: give 1 or more"))
+    try:
+        if patient is not None:
+            check_token(patient)
+        with open_database(config) as influx:
+            _watch(influx, patient, stale_factor, interval, iterations)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch normally ends; the last table stays on the screen.
+        return
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
 
 
 @twin_app.command("observe")

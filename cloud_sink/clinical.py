@@ -1,12 +1,44 @@
-"""The clinical layer over a stored twin: trends, freshness, NEWS2 from fresh vitals, alerts."""
+"""The clinical layer over a stored twin: trends, freshness, NEWS2, alerts, and the outlook."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from rich.table import Table
 
+from cloud_sink.baselines import (
+    ADVISORY_KINDS,
+    ARTIFACT_FLAGS,
+    DEFAULT_ADVISORY_RECENT_S,
+    VITAL_SIGNS,
+    Advisory,
+    Baseline,
+    BaselineSettings,
+    read_advisories,
+    read_baselines,
+)
+from cloud_sink.forecast import (
+    CONFIDENT_POINTS,
+    CONFIDENT_SPAN_S,
+    DEFAULT_HORIZONS_MIN,
+    DEFAULT_LEVEL,
+    DEFAULT_PROJECTION_HORIZON_MIN,
+    DEFAULT_PROJECTION_STEP_MIN,
+    LineFit,
+    News2Change,
+    News2Projection,
+    TrendingVital,
+    VitalForecast,
+    check_horizons,
+    check_level,
+    check_projection,
+    fit_line,
+    forecast_vital,
+    project_news2,
+)
 from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import encode_line
 from cloud_sink.news2 import News2Inputs, News2Score, score
@@ -26,6 +58,7 @@ from cloud_sink.twin import (
     read_twin,
     twin_json,
 )
+from edge_agent.protocol import CatalogueError, by_name
 
 NS: Final = 1_000_000_000
 TREND_WINDOW_S: Final = 1800.0
@@ -49,6 +82,8 @@ DEFAULT_INTERVAL_S: Final = 60.0
 # Continuous monitors report every second, but a NEWS2 parameter stays usable for a while.
 MIN_STALE_AFTER_S: Final = 120.0
 OBSERVATION_KINDS: Final = ("acvpu", "oxygen", "spo2_scale")
+# Metric tag values are spliced into InfluxQL only when they look like catalogue names.
+_METRIC_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,35 +114,58 @@ def freshness(twin: TwinView, now_ns: int, stale_factor: float) -> dict[str, Fre
     return out
 
 
-def trends(influx: InfluxV1, twin: TwinView) -> dict[str, float | None]:
-    """Least-squares slope per hour over the 30 minutes up to each metric's newest reading."""
-    if not twin.vitals:
-        return {}
-    since_ns = min(v.ts_ns for v in twin.vitals) - int(TREND_WINDOW_S * NS)
-    series = influx.query(
-        f'SELECT "value" FROM "vital" WHERE "patient" = \'{check_token(twin.patient)}\' '  # noqa: S608
-        f'AND time >= {since_ns} GROUP BY "metric"'
-    )
-    newest = {v.metric: v.ts_ns for v in twin.vitals}
-    out: dict[str, float | None] = {}
-    for s in series:
-        metric = s.tags["metric"]
-        start = newest.get(metric, 0) - int(TREND_WINDOW_S * NS)
-        points = [(int(t) / NS / 3600.0, float(v)) for t, v in s.values if int(t) >= start]
-        out[metric] = _slope(points)
+# Metrics whose newest readings lie within this of each other share one window query; an
+# implant's trend record of last week gets its own instead of dragging a week of 1 Hz data along.
+_TREND_QUERY_SLACK_S: Final = 3600.0
+
+
+def _trend_groups(twin: TwinView) -> list[list[VitalState]]:
+    groups: list[list[VitalState]] = []
+    for vital in sorted(twin.vitals, key=lambda v: -v.ts_ns):
+        if not _METRIC_RE.fullmatch(vital.metric):
+            continue
+        if groups and groups[-1][0].ts_ns - vital.ts_ns <= _TREND_QUERY_SLACK_S * NS:
+            groups[-1].append(vital)
+        else:
+            groups.append([vital])
+    return groups
+
+
+def trend_fits(influx: InfluxV1, twin: TwinView) -> dict[str, LineFit | None]:
+    """Least-squares line per metric over the 30 minutes up to its newest reading.
+
+    Readings flagged as artifacts by the edge (flag bits 0-4, docs/filters.md §2) are left out:
+    they describe the probe, not the patient. None below 3 usable readings.
+    """
+    token = check_token(twin.patient)
+    out: dict[str, LineFit | None] = {}
+    window_ns = int(TREND_WINDOW_S * NS)
+    for group in _trend_groups(twin):
+        since_ns = min(v.ts_ns for v in group) - window_ns
+        metrics = " OR ".join(f"\"metric\" = '{v.metric}'" for v in group)
+        series = influx.query(
+            f'SELECT "value" FROM "vital" WHERE "patient" = \'{token}\' AND ({metrics}) '  # noqa: S608
+            f'AND "flags" & {ARTIFACT_FLAGS} = 0 AND time >= {since_ns} GROUP BY "metric"'
+        )
+        newest = {v.metric: v.ts_ns for v in group}
+        for s in series:
+            metric = s.tags.get("metric", "")
+            if metric not in newest:
+                continue
+            start_ns = newest[metric] - window_ns
+            out[metric] = fit_line(
+                (int(t), float(v)) for t, v in s.values if start_ns <= int(t) <= newest[metric]
+            )
     return out
 
 
-def _slope(points: list[tuple[float, float]]) -> float | None:
-    if len(points) < 3:
-        return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    if spread == 0.0:
-        return None
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+def trends(influx: InfluxV1, twin: TwinView) -> dict[str, float | None]:
+    """Least-squares slope per hour over the 30 minutes up to each metric's newest reading."""
+    return slopes(trend_fits(influx, twin))
+
+
+def slopes(fits: Mapping[str, LineFit | None]) -> dict[str, float | None]:
+    return {metric: None if fit is None else fit.slope_per_h for metric, fit in fits.items()}
 
 
 def observations(influx: InfluxV1, patient: str) -> dict[str, str]:
@@ -155,22 +213,27 @@ def news2_vitals(twin: TwinView, fresh: dict[str, Freshness]) -> dict[str, Vital
     return used
 
 
-def news2_for(twin: TwinView, fresh: dict[str, Freshness], observed: dict[str, str]) -> News2Score:
-    """NEWS2 from the fresh vitals and the nurse's observations; stale or absent = missing."""
+def news2_inputs(
+    twin: TwinView, fresh: dict[str, Freshness], observed: dict[str, str]
+) -> News2Inputs:
+    """The NEWS2 inputs: fresh vitals and the nurse's observations; stale or absent = None."""
     value = {parameter: v.value for parameter, v in news2_vitals(twin, fresh).items()}
     oxygen = observed.get("oxygen")
-    return score(
-        News2Inputs(
-            rr_per_min=value.get("rr"),
-            spo2_pct=value.get("spo2"),
-            spo2_scale=int(observed.get("spo2_scale", "1")),
-            on_oxygen=None if oxygen is None else oxygen == "o2",
-            sbp_mmhg=value.get("sbp"),
-            hr_per_min=value.get("hr"),
-            acvpu=observed.get("acvpu"),
-            temp_c=value.get("temp"),
-        )
+    return News2Inputs(
+        rr_per_min=value.get("rr"),
+        spo2_pct=value.get("spo2"),
+        spo2_scale=int(observed.get("spo2_scale", "1")),
+        on_oxygen=None if oxygen is None else oxygen == "o2",
+        sbp_mmhg=value.get("sbp"),
+        hr_per_min=value.get("hr"),
+        acvpu=observed.get("acvpu"),
+        temp_c=value.get("temp"),
     )
+
+
+def news2_for(twin: TwinView, fresh: dict[str, Freshness], observed: dict[str, str]) -> News2Score:
+    """NEWS2 from the fresh vitals and the nurse's observations; stale or absent = missing."""
+    return score(news2_inputs(twin, fresh, observed))
 
 
 def alerts(influx: InfluxV1, patient: str) -> list[AlertState]:
@@ -197,6 +260,106 @@ def alerts(influx: InfluxV1, patient: str) -> list[AlertState]:
 
 
 @dataclass(slots=True, frozen=True)
+class OutlookSettings:
+    """How far and how the outlook looks: baseline window, forecast horizons, band search."""
+
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
+    horizons_min: tuple[float, ...] = DEFAULT_HORIZONS_MIN
+    level: float = DEFAULT_LEVEL
+    confident_points: int = CONFIDENT_POINTS
+    confident_span_s: float = CONFIDENT_SPAN_S
+    projection_horizon_min: int = DEFAULT_PROJECTION_HORIZON_MIN
+    projection_step_min: int = DEFAULT_PROJECTION_STEP_MIN
+    advisory_recent_s: float = DEFAULT_ADVISORY_RECENT_S
+
+    def __post_init__(self) -> None:
+        # Checked here, before any query, so a bad command-line option costs no database work.
+        object.__setattr__(self, "horizons_min", check_horizons(self.horizons_min))
+        check_level(self.level)
+        check_projection(self.projection_horizon_min, self.projection_step_min)
+
+
+@dataclass(slots=True, frozen=True)
+class Outlook:
+    """Where the patient stands against their own baseline and where the trends lead."""
+
+    baselines: dict[str, Baseline]
+    """Per vital sign; empty when not read (the ward view reads none)."""
+    advisories: list[Advisory]
+    forecast: dict[str, VitalForecast | None]
+    news2_projection: News2Projection
+
+
+def _limits(metric: str) -> tuple[float, float]:
+    """The catalogue's plausible range: a forecast never leaves it (SpO2 stays <= 100 %)."""
+    try:
+        entry = by_name(metric)
+    except CatalogueError:
+        return (float("-inf"), float("inf"))
+    return (entry.plausible_min, entry.plausible_max)
+
+
+def trending_vitals(
+    twin: TwinView,
+    fresh: dict[str, Freshness],
+    fits: Mapping[str, LineFit | None],
+    level: float = DEFAULT_LEVEL,
+) -> list[TrendingVital]:
+    """The fresh vital behind each measured NEWS2 parameter, with its trend where it has one."""
+    out = []
+    for parameter, vital in news2_vitals(twin, fresh).items():
+        fit = fits.get(vital.metric)
+        out.append(
+            TrendingVital(
+                parameter=parameter,
+                metric=vital.metric,
+                value=vital.value,
+                ts_ns=vital.ts_ns,
+                slope_per_h=None if fit is None else fit.slope_per_h,
+                limits=_limits(vital.metric),
+                significant=None if fit is None else fit.slope_significant(level),
+            )
+        )
+    return out
+
+
+def outlook_for(
+    twin: TwinView,
+    fresh: dict[str, Freshness],
+    observed: dict[str, str],
+    fits: Mapping[str, LineFit | None],
+    now_ns: int,
+    *,
+    settings: OutlookSettings,
+    baselines: dict[str, Baseline] | None = None,
+    advisories: Sequence[Advisory] = (),
+) -> Outlook:
+    """Forecasts and the NEWS2 projection from the trend fits; baselines and advisories as read."""
+    forecasts: dict[str, VitalForecast | None] = {}
+    for vital in twin.vitals:
+        if vital.metric in VITAL_SIGNS:
+            forecasts[vital.metric] = forecast_vital(
+                vital.metric,
+                fits.get(vital.metric),
+                now_ns,
+                _limits(vital.metric),
+                horizons_min=settings.horizons_min,
+                level=settings.level,
+                confident_points=settings.confident_points,
+                confident_span_s=settings.confident_span_s,
+                stale=fresh[vital.metric].stale,
+            )
+    projection = project_news2(
+        news2_inputs(twin, fresh, observed),
+        trending_vitals(twin, fresh, fits, settings.level),
+        now_ns,
+        horizon_min=settings.projection_horizon_min,
+        step_min=settings.projection_step_min,
+    )
+    return Outlook(baselines or {}, list(advisories), forecasts, projection)
+
+
+@dataclass(slots=True, frozen=True)
 class ClinicalTwin:
     """Everything `twin show` reports about one patient."""
 
@@ -210,6 +373,11 @@ class ClinicalTwin:
     profile: PatientProfile | None = None
     devices: tuple[DeviceState, ...] = ()
     environment: dict[str, EnvironmentReading] = field(default_factory=dict)
+    outlook: Outlook | None = None
+    """Baselines, advisories, forecasts and the NEWS2 projection; None when not computed."""
+
+
+DEFAULT_OUTLOOK: Final = OutlookSettings()
 
 
 def clinical_twin(
@@ -219,11 +387,14 @@ def clinical_twin(
     stale_factor: float = 5.0,
     *,
     details: bool = True,
+    outlook: OutlookSettings | None = DEFAULT_OUTLOOK,
 ) -> ClinicalTwin:
-    """The twin of one patient; `details` adds profile, devices and environment (`twin show`)."""
+    """The twin of one patient; `details` adds profile, devices, environment and the personal
+    baselines (`twin show`); `outlook` (None: skipped) sets forecasts, projection, advisories."""
     twin = read_twin(influx, patient)
     fresh = freshness(twin, now_ns, stale_factor)
     observed = observations(influx, patient)
+    fits = trend_fits(influx, twin)
     profile: PatientProfile | None = None
     devices: tuple[DeviceState, ...] = ()
     environment: dict[str, EnvironmentReading] = {}
@@ -231,10 +402,22 @@ def clinical_twin(
         profile = read_profile(influx, patient)
         devices = read_devices(influx, patient, now_ns)
         environment = read_environment(influx, patient, devices)
+    view_outlook: Outlook | None = None
+    if outlook is not None:
+        view_outlook = outlook_for(
+            twin,
+            fresh,
+            observed,
+            fits,
+            now_ns,
+            settings=outlook,
+            baselines=read_baselines(influx, twin, outlook.baseline) if details else None,
+            advisories=read_advisories(influx, patient, now_ns, outlook.advisory_recent_s),
+        )
     return ClinicalTwin(
         twin,
         fresh,
-        trends(influx, twin),
+        slopes(fits),
         observed,
         news2_for(twin, fresh, observed),
         alerts(influx, patient),
@@ -242,6 +425,7 @@ def clinical_twin(
         profile,
         devices,
         environment,
+        view_outlook,
     )
 
 
@@ -311,7 +495,160 @@ def clinical_json(view: ClinicalTwin) -> dict[str, object]:
     document["profile"] = None if view.profile is None else profile_json(view.profile)
     document["devices"] = devices_json(view)
     document["environment"] = environment_json(view)
+    if view.outlook is not None:
+        document.update(outlook_json(view.outlook))
     return document
+
+
+def _iso(ts_ns: int | None) -> str | None:
+    return None if ts_ns is None else iso_utc(ts_ns)
+
+
+def baseline_json(b: Baseline) -> dict[str, object]:
+    stats = b.stats
+    span_s = b.span_s
+    return {
+        "median": None if stats is None else stats.median,
+        "q1": None if stats is None else stats.q1,
+        "q3": None if stats is None else stats.q3,
+        "iqr": None if stats is None else stats.iqr,
+        "readings": b.readings,
+        "window_start": iso_utc(b.window_start_ns),
+        "window_end": iso_utc(b.window_end_ns),
+        "first": _iso(b.first_ns),
+        "last": _iso(b.last_ns),
+        "span_h": None if span_s is None else round(span_s / 3600.0, 3),
+        "latest": b.latest,
+        "deviation": b.deviation,
+        "deviation_iqr": b.deviation_iqr,
+        "position": b.position,
+        "reason": b.reason,
+    }
+
+
+def advisory_json(a: Advisory) -> dict[str, object]:
+    return {
+        "id": a.alert_id,
+        "kind": a.kind,
+        "metric": a.metric,
+        "direction": a.direction,
+        "state": a.state,
+        "raised": _iso(a.raised_ns),
+        "cleared": _iso(a.cleared_ns),
+        "since": iso_utc(a.since_ns),
+        "value": a.value,
+        "detail": a.detail,
+    }
+
+
+def forecast_json(f: VitalForecast | None) -> dict[str, object] | None:
+    if f is None:
+        return None
+    return {
+        "method": "ols-prediction-interval",
+        "points": f.points,
+        "span_min": round(f.span_s / 60.0, 3),
+        "slope_per_h": f.slope_per_h,
+        "residual_se": f.residual_se,
+        "level": f.level,
+        "t_quantile": f.t_quantile,
+        "low_confidence": f.low_confidence,
+        "reasons": list(f.reasons),
+        "horizons": [
+            {
+                "minutes": h.minutes,
+                "time": iso_utc(h.at_ns),
+                "value": h.value,
+                "low": h.low,
+                "high": h.high,
+                "clamped": h.clamped,
+            }
+            for h in f.horizons
+        ],
+    }
+
+
+def _change_json(change: News2Change | None) -> dict[str, object] | None:
+    if change is None:
+        return None
+    return {
+        "minutes": change.minutes,
+        "time": iso_utc(change.at_ns),
+        "total": change.total,
+        "band": change.band,
+        "drivers": [
+            {
+                "parameter": d.parameter,
+                "metric": d.metric,
+                "value": d.value,
+                "points_now": d.points_now,
+                "points_then": d.points_then,
+            }
+            for d in change.drivers
+        ],
+    }
+
+
+def projection_summary(p: News2Projection) -> str:
+    """One line for people: when NEWS2 changes band if the trends hold, or why not said."""
+    if not p.estimable:
+        return f"time to a NEWS2 band change: not estimable: {p.reason}"
+    if not p.trending:
+        return "time to a NEWS2 band change: no measured parameter has a trend (all held)"
+    hours = f"{p.horizon_min / 60:g} h"
+    change = p.band_change
+    if change is None:
+        note = (
+            ""
+            if p.score_change is None
+            else (f"; score {p.score_change.total} in {p.score_change.minutes} min")
+        )
+        return f"NEWS2 band {p.band}: no change within {hours} if the trends hold{note}"
+    drivers = ", ".join(f"{d.parameter} {d.points_now}->{d.points_then}" for d in change.drivers)
+    return (
+        f"NEWS2 {p.band} -> {change.band} (score {change.total}) in {change.minutes} min"
+        f" if the trends hold; driven by {drivers or 'the red-score rule'}"
+    )
+
+
+def projection_json(p: News2Projection) -> dict[str, object]:
+    return {
+        "estimable": p.estimable,
+        "reason": p.reason,
+        "total": p.total,
+        "band": p.band,
+        "horizon_min": p.horizon_min,
+        "step_min": p.step_min,
+        "trending": [
+            {
+                "parameter": v.parameter,
+                "metric": v.metric,
+                "value": v.value,
+                "slope_per_h": v.slope_per_h,
+                "significant": v.significant,
+            }
+            for v in p.trending
+        ],
+        "held": list(p.held),
+        "score_change": _change_json(p.score_change),
+        "band_change": _change_json(p.band_change),
+        "summary": projection_summary(p),
+    }
+
+
+def outlook_json(outlook: Outlook) -> dict[str, object]:
+    """The `baselines`, `advisories`, `forecast` and `news2_projection` keys of `twin show`."""
+    return {
+        "baselines": {m: baseline_json(b) for m, b in outlook.baselines.items()},
+        "advisories": [advisory_json(a) for a in outlook.advisories],
+        "forecast": {m: forecast_json(f) for m, f in outlook.forecast.items()},
+        "news2_projection": projection_json(outlook.news2_projection),
+    }
+
+
+def is_advisory(alert: AlertState) -> bool:
+    """Deviation advisories inform; they are listed and counted apart from alarms."""
+    return alert.kind in ADVISORY_KINDS
 
 
 BAND_RANK: Final = {"high": 0, "medium": 1, "low-medium": 2, "low": 3, "zero": 4}
@@ -326,13 +663,22 @@ class WardRow:
     stale_metrics: int
     oldest_age_s: float
     open_alerts: int
+    """Open alarms (physiological and technical); deviation advisories are counted apart."""
+    open_advisories: int = 0
+    projection: News2Projection | None = None
+    forecast: dict[str, VitalForecast | None] = field(default_factory=dict)
 
 
-def ward(influx: InfluxV1, now_ns: int, stale_factor: float = 5.0) -> list[WardRow]:
+def ward(
+    influx: InfluxV1,
+    now_ns: int,
+    stale_factor: float = 5.0,
+    outlook: OutlookSettings | None = DEFAULT_OUTLOOK,
+) -> list[WardRow]:
     """Every patient, most at risk first: NEWS2 band, then score, then the stalest data."""
     rows = []
     for patient in list_patients(influx):
-        view = clinical_twin(influx, patient, now_ns, stale_factor, details=False)
+        view = clinical_twin(influx, patient, now_ns, stale_factor, details=False, outlook=outlook)
         ages = [f.age_s for f in view.freshness.values()]
         rows.append(
             WardRow(
@@ -340,7 +686,10 @@ def ward(influx: InfluxV1, now_ns: int, stale_factor: float = 5.0) -> list[WardR
                 view.news2,
                 sum(1 for f in view.freshness.values() if f.stale),
                 max(ages, default=0.0),
-                sum(1 for a in view.alerts if a.state == "raised"),
+                sum(1 for a in view.alerts if a.state == "raised" and not is_advisory(a)),
+                sum(1 for a in view.alerts if a.state == "raised" and is_advisory(a)),
+                None if view.outlook is None else view.outlook.news2_projection,
+                {} if view.outlook is None else view.outlook.forecast,
             )
         )
     return sorted(
@@ -358,18 +707,58 @@ def ward_json(rows: list[WardRow]) -> list[dict[str, object]]:
             "stale_metrics": r.stale_metrics,
             "oldest_age_s": round(r.oldest_age_s, 3),
             "open_alerts": r.open_alerts,
+            "open_advisories": r.open_advisories,
+            "news2_projection": None if r.projection is None else projection_json(r.projection),
         }
         for r in rows
     ]
 
 
-def ward_table(rows: list[WardRow]) -> Table:
-    """The ward view as a rich table (used by `twin list` and the demo)."""
+def band_change_cell(p: News2Projection | None) -> str:
+    """The ward's "if trends hold" column: the band reached and when, or why not."""
+    if p is None:
+        return "-"
+    if not p.estimable:
+        return "n/a (incomplete)"
+    if not p.trending:
+        return "no trend"
+    if p.band_change is None:
+        return f"none in {p.horizon_min / 60:g} h"
+    return f"{p.band_change.band} in {p.band_change.minutes} min"
+
+
+def forecast_cell(p: News2Projection | None, forecasts: Mapping[str, VitalForecast | None]) -> str:
+    """The ward's forecast column: each trending NEWS2 vital at the longest horizon.
+
+    A trailing "?" marks a low-confidence forecast.
+    """
+    if p is None:
+        return "-"
+    parts = []
+    for vital in p.trending:
+        f = forecasts.get(vital.metric)
+        if f is None:
+            continue
+        value = f.horizons[-1].value
+        text = f"{value:.1f}" if vital.parameter == "temp" else f"{value:.0f}"
+        parts.append(f"{vital.parameter} {text}{'?' if f.low_confidence else ''}")
+    return " ".join(parts) or "-"
+
+
+def ward_table(rows: list[WardRow], *, outlook: bool = False) -> Table:
+    """The ward view as a rich table (`twin list`, the demo; `twin watch` adds the outlook)."""
     table = Table(title=f"ward: {len(rows)} patients, most at risk first")
-    for column in ("patient", "NEWS2", "band", "complete", "open alerts", "stale", "oldest (s)"):
+    columns = ["patient", "NEWS2", "band", "complete", "open alerts", "stale", "oldest (s)"]
+    horizon = next(
+        (f.horizons[-1].minutes for r in rows for f in r.forecast.values() if f is not None),
+        DEFAULT_HORIZONS_MIN[-1],
+    )
+    if outlook:
+        columns += ["advisories", "band if trends hold", f"forecast +{horizon:g} min"]
+    for column in columns:
         table.add_column(column)
     for r in rows:
-        table.add_row(
+        cells = [
             r.patient[:12] + "…",
             str(r.news2.total),
             r.news2.band,
@@ -377,5 +766,12 @@ def ward_table(rows: list[WardRow]) -> Table:
             str(r.open_alerts),
             str(r.stale_metrics),
             f"{r.oldest_age_s:.0f}",
-        )
+        ]
+        if outlook:
+            cells += [
+                str(r.open_advisories),
+                band_change_cell(r.projection),
+                forecast_cell(r.projection, r.forecast),
+            ]
+        table.add_row(*cells)
     return table

@@ -1,16 +1,21 @@
-"""Profiles, twin details and the FHIR export against a real InfluxDB, through the command line."""
+"""Profiles, twin details, the outlook and the FHIR export: real InfluxDB, through the CLI."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import random
+import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fhirclient.models.bundle as fhirclient_bundle  # type: ignore[import-untyped]
+import numpy as np
 import pytest
 from fhir.resources.R4B.bundle import Bundle as R4BBundle
 from typer.testing import CliRunner
@@ -18,6 +23,7 @@ from typer.testing import CliRunner
 from cloud_sink.cli import app
 from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import FieldValue, encode_line, vital_line
+from cloud_sink.twin import iso_utc
 from firmware_sims.services import InfluxServer
 
 pytestmark = [pytest.mark.integration]
@@ -249,3 +255,232 @@ def test_a_patient_admitted_before_any_reading(config: Path, tmp_path: Path) -> 
     missing = tmp_path / "missing.json"
     cli(config, "export", "fhir", "f" * 32, "--out", str(missing), code=2)
     assert not missing.exists()
+
+
+# --- the outlook: personal baselines, advisories, forecasts, time to a NEWS2 band change -----
+
+WATCHED = "a1" * 16
+MONITOR = "5" * 32
+MINUTE = 60 * S
+HOUR = 3600 * S
+ARTIFACT_SPIKE, ARTIFACT_PROBE_OFF = 1 << 4, 1 << 2  # docs/filters.md §2 bits 4 and 2
+
+
+def _six_hours(now_ns: int) -> list[tuple[str, int, float, int]]:
+    """(metric, ts_ns, value, flags): six hours a minute apart, the last 30 minutes trending.
+
+    Heart rate sits near 60 and climbs 0.6 /min over the last half hour; SpO2 climbs 0.1 %/min
+    (its +30 min forecast passes 100 % and must be clamped); the cuff reads every 30 minutes.
+    Artifacts far off the patient's values are stored too, flagged as the edge flags them.
+    """
+    rng = random.Random(7)
+    newest_ns = now_ns - 5 * S
+    readings = []
+    for k in range(361):
+        ts_ns = newest_ns - (360 - k) * MINUTE
+        into_trend_min = max(0, k - 330)
+        readings += [
+            ("heart_rate", ts_ns, 60.0 + rng.gauss(0, 2) + 0.6 * into_trend_min, 0),
+            ("resp_rate", ts_ns, 14.0 + rng.gauss(0, 0.5), 0),
+            ("spo2", ts_ns, float(round(96 + rng.gauss(0, 0.4))) + 0.1 * into_trend_min, 0),
+            ("body_temp", ts_ns, round(36.9 + rng.gauss(0, 0.05), 2), 0),
+        ]
+        if k % 30 == 0:
+            readings.append(("bp_systolic", ts_ns, 120.0 + rng.gauss(0, 4), 0))
+        if k % 40 == 5:  # a spike in the baseline window, between two regular readings
+            readings.append(("heart_rate", ts_ns + 30 * S, 250.0, ARTIFACT_SPIKE))
+    # Probe off in the trend window: a heart rate of 20 the fit must not see.
+    readings.append(("heart_rate", newest_ns - 90 * S, 20.0, ARTIFACT_PROBE_OFF))
+    return readings
+
+
+def _nearest_rank(ordered: list[float], percent: float) -> float:
+    # InfluxDB 1.x percentile(): the reading of rank floor(n * p / 100 + 0.5), 1-based.
+    return ordered[math.floor(len(ordered) * percent / 100 + 0.5) - 1]
+
+
+def _advisory(kind: str, alert_id: str, state: str, ts_ns: int, value: float) -> str:
+    fields: dict[str, FieldValue] = {
+        "id": alert_id, "state": state, "metric": "heart_rate", "value": value, "source": "edge",
+        "detail": f"advisory {kind} on heart_rate",
+    }  # fmt: skip
+    return encode_line("alert", {"patient": WATCHED, "kind": kind, "severity": "info"}, fields,
+                       ts_ns)  # fmt: skip
+
+
+def _iso_ns(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    return round((moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000) * 1_000_000
+
+
+@dataclass(slots=True, frozen=True)
+class Watched:
+    """The stored six hours, and `twin show --json` of them taken between two clock readings."""
+
+    readings: list[tuple[str, int, float, int]]
+    now_ns: int
+    before_ns: int
+    after_ns: int
+    twin: dict[str, Any]
+
+
+@pytest.fixture
+def watched(config: Path, influx: InfluxV1) -> Watched:
+    influx.create_database()
+    now_ns = time.time_ns()
+    readings = _six_hours(now_ns)
+    influx.write([vital_line(WATCHED, metric, MONITOR, value=value, quality=0, flags=flags,
+                             ts_ns=ts_ns) for metric, ts_ns, value, flags in readings])  # fmt: skip
+    influx.write([
+        _advisory("baseline_rise", "rise-open", "raised", now_ns - 20 * MINUTE, 71.5),
+        _advisory("baseline_fall", "fall-recent", "raised", now_ns - 3 * HOUR, 55.0),
+        _advisory("baseline_fall", "fall-recent", "cleared", now_ns - 2 * HOUR, 60.0),
+        _advisory("baseline_fall", "fall-old", "raised", now_ns - 10 * HOUR, 54.0),
+        _advisory("baseline_fall", "fall-old", "cleared", now_ns - 9 * HOUR, 61.0),
+        encode_line("alert", {"patient": WATCHED, "kind": "heart_rate_high", "severity": "warning"},
+                    {"id": "alarm-1", "state": "raised", "metric": "heart_rate", "value": 131.0,
+                     "source": "edge", "detail": "physiological"}, now_ns - 5 * MINUTE),
+    ])  # fmt: skip
+    cli(config, "twin", "observe", WATCHED, "--acvpu", "A", "--oxygen", "air", "--scale", "1")
+    before_ns = time.time_ns()
+    twin = json.loads(cli(config, "twin", "show", WATCHED, "--json"))
+    return Watched(readings, now_ns, before_ns, time.time_ns(), twin)
+
+
+def test_the_outlook_keys_follow_the_existing_ones(watched: Watched) -> None:
+    assert list(watched.twin)[:9] == ["patient", "readings", "vitals", "observations", "news2",
+                                      "alerts", "profile", "devices", "environment"]  # fmt: skip
+    assert list(watched.twin)[9:] == ["baselines", "advisories", "forecast", "news2_projection"]
+    assert (watched.twin["news2"]["total"], watched.twin["news2"]["band"]) == (0, "zero")
+
+
+def test_baselines_are_influxdb_quantiles_of_the_usable_readings(watched: Watched) -> None:
+    # InfluxDB's median and nearest-rank quartiles over [newest - 24 h, newest - 30 min);
+    # the spikes are left out.
+    twin, readings = watched.twin, watched.readings
+    for metric in ("heart_rate", "resp_rate", "spo2", "body_temp"):
+        newest_ns = max(ts for m, ts, _, _ in readings if m == metric)
+        window = sorted(
+            value for m, ts, value, flags in readings
+            if m == metric and flags == 0 and newest_ns - 24 * HOUR <= ts < newest_ns - 30 * MINUTE
+        )  # fmt: skip
+        baseline = twin["baselines"][metric]
+        assert baseline["readings"] == len(window) == 330
+        assert baseline["median"] == pytest.approx(statistics.median(window), abs=1e-9)
+        assert baseline["q1"] == pytest.approx(_nearest_rank(window, 25), abs=1e-9)
+        assert baseline["q3"] == pytest.approx(_nearest_rank(window, 75), abs=1e-9)
+        assert baseline["window_end"] == iso_utc(newest_ns - 30 * MINUTE)
+        assert baseline["span_h"] == pytest.approx(329 / 60, abs=1e-3)
+        latest = twin["vitals"][metric]["value"]
+        assert baseline["deviation"] == pytest.approx(latest - baseline["median"])
+    heart = twin["baselines"]["heart_rate"]
+    assert (heart["position"], heart["reason"]) == ("above", None)
+    assert heart["deviation_iqr"] > 3.0  # about 18 /min above a baseline with an IQR near 3
+    cuff = twin["baselines"]["bp_systolic"]
+    assert (cuff["median"], cuff["readings"]) == (None, 11)
+    assert cuff["reason"] == "11 usable readings in the window, fewer than 20"
+
+
+def test_advisories_are_listed_apart_from_alarms(config: Path, watched: Watched) -> None:
+    # The open one and the one cleared 2 h ago; not the one cleared 9 h ago.
+    advisories = watched.twin["advisories"]
+    assert [(a["id"], a["state"], a["direction"]) for a in advisories] == [
+        ("rise-open", "raised", "rise"), ("fall-recent", "cleared", "fall"),
+    ]  # fmt: skip
+    assert advisories[1]["raised"] == iso_utc(watched.now_ns - 3 * HOUR)
+    assert advisories[0]["value"] == 71.5
+    text = cli(config, "twin", "show", WATCHED)
+    assert "alert heart_rate_high (warning) raised" in text
+    assert "alert baseline_" not in text
+    assert "advisory (open): heart_rate rise against the personal baseline" in text
+    assert "advisory (cleared): heart_rate fall against the personal baseline" in text
+    rows = json.loads(cli(config, "twin", "list", "--json"))
+    assert [(r["open_alerts"], r["open_advisories"]) for r in rows] == [(1, 1)]
+
+
+def test_forecasts_are_the_least_squares_line_with_its_prediction_interval(
+    watched: Watched,
+) -> None:
+    twin, readings = watched.twin, watched.readings
+    heart_fit = twin["forecast"]["heart_rate"]
+    newest_ns = max(ts for m, ts, _, flags in readings if m == "heart_rate" and flags == 0)
+    window_points = [
+        (ts, value) for m, ts, value, flags in readings
+        if m == "heart_rate" and flags == 0 and ts >= newest_ns - 30 * MINUTE
+    ]  # fmt: skip
+    t_s = np.array([(ts - newest_ns) / S for ts, _ in window_points])
+    y = np.array([value for _, value in window_points])
+    slope, intercept = np.polyfit(t_s, y, 1)
+    assert heart_fit["points"] == len(window_points) == 31  # the probe-off 20 /min left out
+    assert heart_fit["slope_per_h"] == pytest.approx(slope * 3600, rel=1e-9)
+    assert twin["vitals"]["heart_rate"]["trend_per_h"] == heart_fit["slope_per_h"]
+    residual = y - (slope * t_s + intercept)
+    se = math.sqrt(float(residual @ residual) / 29)
+    assert heart_fit["residual_se"] == pytest.approx(se, rel=1e-9)
+    assert heart_fit["t_quantile"] == pytest.approx(2.045230, abs=1e-6)  # t(0.975, 29), tables
+    assert (heart_fit["method"], heart_fit["level"], heart_fit["low_confidence"]) == (
+        "ols-prediction-interval", 0.95, False,
+    )  # fmt: skip
+    sxx = float(((t_s - t_s.mean()) ** 2).sum())
+    for horizon, minutes in zip(heart_fit["horizons"], (15.0, 30.0), strict=True):
+        at_ns = _iso_ns(horizon["time"])  # milliseconds: the line moves 1e-5 /min in that
+        assert horizon["minutes"] == minutes
+        assert watched.before_ns + minutes * MINUTE - S // 1000 <= at_ns
+        assert at_ns <= watched.after_ns + minutes * MINUTE
+        x0 = (at_ns - newest_ns) / S
+        assert horizon["value"] == pytest.approx(slope * x0 + intercept, abs=1e-3)
+        half = 2.045230 * se * math.sqrt(1 + 1 / 31 + (x0 - t_s.mean()) ** 2 / sxx)
+        assert (horizon["high"] - horizon["low"]) / 2 == pytest.approx(half, rel=1e-4)
+    spo2 = twin["forecast"]["spo2"]["horizons"][-1]
+    assert (spo2["value"], spo2["high"], spo2["clamped"]) == (100.0, 100.0, True)
+    assert twin["forecast"]["bp_systolic"] is None  # one cuff reading in its 30 minutes
+
+
+def test_the_band_changes_when_the_heart_rate_trend_reaches_91(
+    config: Path, watched: Watched
+) -> None:
+    # Heart rate alone trends up (the others are flat; SpO2 climbs but stays at 0 points);
+    # 90.5 /min is charted 91, which RCP 2017 Chart 1 scores 1: band "low".
+    twin = watched.twin
+    projection = twin["news2_projection"]
+    assert (projection["estimable"], projection["total"], projection["band"]) == (True, 0, "zero")
+    trending = {v["parameter"]: v for v in projection["trending"]}
+    slope_per_h = trending["hr"]["slope_per_h"]
+    assert slope_per_h == twin["forecast"]["heart_rate"]["slope_per_h"]
+    assert trending["hr"]["significant"] is True
+    change = projection["band_change"]
+    assert (change["band"], change["total"]) == ("low", 1)
+    assert [(d["parameter"], d["points_now"], d["points_then"]) for d in change["drivers"]] == [
+        ("hr", 0, 1)
+    ]
+    value, hr_ns = trending["hr"]["value"], twin["vitals"]["heart_rate"]["ts_ns"]
+
+    def crossing(from_ns: int) -> int:
+        minutes = 1
+        while value + slope_per_h * (from_ns + minutes * MINUTE - hr_ns) / HOUR < 90.5:
+            minutes += 1
+        return minutes
+
+    # The command read the clock between before_ns and after_ns.
+    assert crossing(watched.after_ns) <= change["minutes"] <= crossing(watched.before_ns) < 60
+    text = cli(config, "twin", "show", WATCHED)
+    assert "NEWS2 zero -> low (score 1) in " in text
+    assert "if the trends hold; driven by hr 0->1" in text
+    rows = json.loads(cli(config, "twin", "list", "--json"))
+    assert rows[0]["news2_projection"]["band_change"]["band"] == "low"
+
+
+def test_outlook_options_change_it_and_impossible_ones_are_refused(
+    config: Path, watched: Watched
+) -> None:
+    short = json.loads(cli(config, "twin", "show", WATCHED, "--json", "--baseline-hours", "2",
+                           "--horizon-min", "5", "--projection-hours", "0.25"))  # fmt: skip
+    assert short["baselines"]["heart_rate"]["readings"] == 90  # [newest - 2 h, newest - 30 min)
+    assert [h["minutes"] for h in short["forecast"]["heart_rate"]["horizons"]] == [5.0]
+    assert short["news2_projection"]["horizon_min"] == 15
+    refused = cli(config, "twin", "show", WATCHED, "--baseline-hours", "0.25", code=2)
+    assert "--baseline-hours 0.25: must be longer than the excluded recent 1800 s" in refused
+    refused = cli(config, "twin", "show", WATCHED, "--horizon-min", "-5", code=2)
+    assert "--horizon-min -5.0: each horizon is 0-1440 minutes" in refused
+    refused = cli(config, "twin", "show", WATCHED, "--projection-hours", "0", code=2)
+    assert "--projection-hours 0: give hours above 0, at most 168" in refused
