@@ -23,6 +23,7 @@ from rich.text import Text
 from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
 from cloud_sink.cli_gateways import app as gateways_app
 from cloud_sink.cli_report import report
+from cloud_sink.cli_security import app as security_app
 from cloud_sink.clinical import (
     ClinicalTwin,
     Outlook,
@@ -77,6 +78,7 @@ app.add_typer(patients_app, name="patients")
 export_app = typer.Typer(help="Export a patient's twin.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.command("report")(report)
+app.add_typer(security_app, name="security")
 _out = Console()
 _err = Console(stderr=True)
 

@@ -135,8 +135,10 @@ class InfluxV1:
             Series(
                 name=str(series.get("name", "")),
                 tags=dict(series.get("tags") or {}),
-                columns=list(series["columns"]),
-                values=list(series["values"]),
+                # A series can come without values (SHOW on an empty database, some empty
+                # selections); that is an empty answer, not a malformed one.
+                columns=list(series.get("columns") or []),
+                values=list(series.get("values") or []),
             )
             for series in result.get("series", [])
         ]

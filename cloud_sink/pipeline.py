@@ -21,12 +21,13 @@ from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.lineproto import encode_line
 from cloud_sink.replay import Mark, ReplayGuard
-from cloud_sink.validate import frame_points
+from cloud_sink.validate import MAX_FUTURE_SKEW_NS, MIN_TS_NS, frame_points
 from edge_agent.protocol import (
     CONTENT_FRAME_V1,
     AuthenticationError,
     Channel,
     EnvelopeError,
+    Frame,
     FrameError,
     ParsedTopic,
     TopicError,
@@ -48,6 +49,8 @@ ROUTE_CACHE_LIMIT: Final = 65_536
 
 UNKNOWN_GATEWAY: Final = "unknown"
 """The gateway tag of a refusal whose topic names no valid gateway."""
+ACCEPTED_REASON: Final = "accepted"
+"""The reason tag of the `sink_security` points that count accepted envelopes."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -95,6 +98,26 @@ class _Batch:
     marks: list[Mark] = field(default_factory=list)
     vitals: int = 0
     started: float = 0.0
+
+
+def _accepted_line(frame: Frame, readings: int) -> str:
+    """The `sink_security` point of an accepted envelope (reason `accepted`): the counters the
+    security and population reports compute encryption compliance from.
+
+    Stamped with the frame's own send time, so a redelivery that slips past the replay window
+    (a sink killed between the write and the durable window) overwrites its point instead of
+    counting twice; a send time InfluxDB could refuse (a gateway clock far off) falls back to now.
+    """
+    ts_ns = frame.sent_ns
+    now_ns = time.time_ns()
+    if not MIN_TS_NS <= ts_ns <= now_ns + MAX_FUTURE_SKEW_NS:
+        ts_ns = now_ns
+    return encode_line(
+        "sink_security",
+        {"gateway": frame.gateway_id, "reason": ACCEPTED_REASON},
+        {"accepted": 1, "readings": readings},
+        ts_ns,
+    )
 
 
 class SinkPipeline:
@@ -177,6 +200,7 @@ class SinkPipeline:
             raise TopicError(msg)
         points = frame_points(frame)
         batch.lines += points.lines
+        batch.lines.append(_accepted_line(frame, points.vitals))
         batch.vitals += points.vitals
         if points.refused:
             self.stats.refused_readings.update(points.refused)

@@ -179,12 +179,16 @@ def test_tampered_misrouted_and_garbage_envelopes_are_never_written(
     assert log.count("1 replays dropped") == 2
     # Every refusal is also a sink_security point, tagged with the gateway and the reason.
     security = influx.query(
-        'SELECT sum("rejected") FROM "sink_security" GROUP BY "gateway", "reason"'
+        'SELECT sum("rejected"), sum("accepted"), sum("readings") FROM "sink_security" '
+        'GROUP BY "gateway", "reason"'
     )
-    counts = {(s.tags["gateway"], s.tags["reason"]): s.values[0][1] for s in security}
-    assert counts[("it-ward-2", "tag_invalid")] == 1
-    assert counts[("it-ward-2", "envelope_malformed")] == 1
-    assert sum(counts.values()) == 3  # and the misrouted one, under the gateway its topic names
+    counts = {(s.tags["gateway"], s.tags["reason"]): s.values[0][1:] for s in security}
+    accepted = counts.pop(("it-ward-2", "accepted"))
+    assert accepted == [None, 1, 1]  # the one good envelope, with its one stored reading
+    assert counts[("it-ward-2", "tag_invalid")] == [1, None, None]
+    assert counts[("it-ward-2", "envelope_malformed")] == [1, None, None]
+    # and the misrouted one, under the gateway its topic names
+    assert sum(c[0] for c in counts.values()) == 3
 
 
 def test_cli_help_lists_the_commands() -> None:
