@@ -55,7 +55,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _write_outputs(built: Report, out: Path) -> tuple[PlotFile, ...]:
+def write_outputs(built: Report, out: Path) -> tuple[PlotFile, ...]:
     """report.json and the plots into `out`; matplotlib is needed only here."""
     try:
         # The 'sink' extra brings matplotlib; a gateway install never needs it.
@@ -111,7 +111,7 @@ def report(
         built = build_report(
             data, since_ns=since_ns, until_ns=generated_ns, generated_ns=generated_ns, access=None
         )
-        plots = () if out is None else _write_outputs(built, out)
+        plots = () if out is None else write_outputs(built, out)
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
     if out is not None:

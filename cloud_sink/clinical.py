@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,39 @@ EXPECTED_INTERVAL_S: Final[dict[str, float]] = {
     "room_temp": 60.0,
     "humidity": 60.0,
     "battery": 600.0,
+    "rr_interval": 1.0,
+    # An implant's trend and diagnostic records come once per trend day (docs/serial-formats.md
+    # §1.3: a NIGHTLY_TREND record is stamped with the start of its day, so it is 24-48 h old
+    # when it arrives fresh).
+    **dict.fromkeys(
+        (
+            "night_heart_rate",
+            "activity_time",
+            "af_burden",
+            "fluid_index",
+            "battery_voltage",
+            "battery_longevity",
+            "battery_phase",
+            "lead_impedance_ra",
+            "lead_impedance_rv",
+            "lead_impedance_lv",
+            "lead_impedance_hv",
+            "implant_link_rssi",
+        ),
+        86_400.0,
+    ),
+    # Events (an arrhythmia episode, a device error) come when they happen: no new one is no
+    # missing data, so they are never stale.
+    **dict.fromkeys(
+        (
+            "episode_type",
+            "episode_duration",
+            "episode_max_rate",
+            "episode_therapy",
+            "implant_error_code",
+        ),
+        math.inf,
+    ),
 }
 DEFAULT_INTERVAL_S: Final = 60.0
 # Continuous monitors report every second, but a NEWS2 parameter stays usable for a while.

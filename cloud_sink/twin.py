@@ -208,15 +208,25 @@ class DeviceState:
     errors_per_100h: float | None
 
 
+DELIVERY_JOIN_NS: Final = 2_000_000
+"""Readings this close together are one delivery: well under the 20 ms of the fastest (50 Hz)
+device, well over the gap between two notifications of one device's one measurement."""
+
+
 def median_gap_s(stamps_ns: Iterable[int]) -> float | None:
     """Median gap between successive distinct timestamps, seconds; None with fewer than two.
 
-    Readings stamped together (a cuff's systolic, diastolic and mean) count as one delivery.
+    Readings stamped together (a cuff's systolic, diastolic and mean) count as one delivery, and
+    so do readings stamped within DELIVERY_JOIN_NS of the delivery's first one: a room sensor's
+    temperature and humidity are two GATT notifications stamped on receipt microseconds apart.
     """
-    distinct = sorted(set(stamps_ns))
-    if len(distinct) < 2:
+    starts: list[int] = []
+    for ts in sorted(set(stamps_ns)):
+        if not starts or ts - starts[-1] > DELIVERY_JOIN_NS:
+            starts.append(ts)
+    if len(starts) < 2:
         return None
-    return statistics.median(b - a for a, b in itertools.pairwise(distinct)) / NS
+    return statistics.median(b - a for a, b in itertools.pairwise(starts)) / NS
 
 
 def recent_interval_s(stamps_ns: Sequence[int]) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
@@ -17,9 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sink.cli_report import REPORT_FILE, write_outputs
 from cloud_sink.clinical import record_observation, ward, ward_table
 from cloud_sink.fhir import build_bundle, bundle_counts, read_export, write_bundle
 from cloud_sink.influx import InfluxV1
+from cloud_sink.profiles import admit, parse_changes
+from cloud_sink.report import build_report, read_population
 from cloud_sink.twin import (
     iso_utc,
     list_patients,
@@ -117,6 +121,50 @@ def _fhir_export(influx: InfluxV1, patient: str, out: Path) -> dict[str, int]:
     return bundle_counts(bundle)
 
 
+# Made-up admissions for the simulated beds (docs/twin.md §profile): the population report's
+# demographics need some, and a ward without diagnoses is not what a demo should show.
+_DEMO_CONDITIONS = (
+    ("hypertension",),
+    ("COPD", "hypertension"),
+    ("type 2 diabetes",),
+    (),
+    ("heart failure", "atrial fibrillation"),
+    (),
+)
+_DEMO_DIAGNOSES = (
+    ("community-acquired pneumonia", "amoxicillin, oxygen as needed"),
+    ("post-operative monitoring", "analgesia, early mobilisation"),
+    ("exacerbation of COPD", "prednisolone, nebulised salbutamol"),
+    ("syncope under investigation", "telemetry, fluids"),
+)
+
+
+def _admit_patients(influx: InfluxV1, patients: list[str], seed: int) -> int:
+    """Admit every simulated patient with a seeded, made-up profile, as `patients admit` does."""
+    rng = random.Random(seed)  # noqa: S311 - made-up demo data, not a secret
+    for i, patient in enumerate(patients):
+        diagnosis, treatment = _DEMO_DIAGNOSES[i % len(_DEMO_DIAGNOSES)]
+        changes = parse_changes(
+            patient,
+            age_years=rng.randint(38, 91),
+            sex=("female", "male")[i % 2],
+            conditions=list(_DEMO_CONDITIONS[i % len(_DEMO_CONDITIONS)]),
+            diagnosis=diagnosis,
+            treatment=treatment,
+        )
+        admit(influx, patient, changes, time.time_ns())
+    return len(patients)
+
+
+def _population_report(influx: InfluxV1, out: Path) -> dict[str, object]:
+    """The population report with its plots, as `cloud-sink report --out DIR` writes it."""
+    now_ns = time.time_ns()
+    data = read_population(influx, None, now_ns)
+    built = build_report(data, since_ns=None, until_ns=now_ns, generated_ns=now_ns, access=None)
+    plots = write_outputs(built, out)
+    return {"file": str(out / REPORT_FILE), "plots": len(plots), "patients": len(data.population)}
+
+
 def _readings_by_path(entries: list[LedgerEntry]) -> dict[str, int]:
     """How many readings each device path delivered: BLE, implant receiver, bedside monitor."""
     paths = {"ble": 0, "implant": 0, "monitor": 0}
@@ -169,18 +217,26 @@ def run(args: argparse.Namespace, root: Path) -> int:
             wait_for_vitals(influx, reconcile(entries, {}).generated, SETTLE_TIMEOUT_S)
             sink_rc = stack.stop_sink()
             # The nurse's part of NEWS2 (consciousness, oxygen), as `cloud-sink twin observe` does.
-            for patient in list_patients(influx):
+            patients = list_patients(influx)
+            for patient in patients:
                 for kind, value in (("acvpu", "A"), ("oxygen", "air"), ("spo2_scale", "1")):
                     record_observation(influx, patient, kind, value, time.time_ns())
+            admitted = _admit_patients(influx, patients, args.seed)
             _twin_tables(console, influx)
             alerts = _alerts(console, influx)
-            console.print(ward_table(ward(influx, time.time_ns())))
             result = reconcile(entries, stored_vitals(influx))
             fhir = _fhir_export(influx, entries[0].patient, root / "fhir-bundle.json")
             console.print(
                 f"FHIR R4 bundle of patient {entries[0].patient[:12]}… in "
                 f"{root / 'fhir-bundle.json'}: {fhir}"
             )
+            report = _population_report(influx, root / "report")
+            console.print(
+                f"population report of {report['patients']} patients with "
+                f"{report['plots']} plots in {report['file']}"
+            )
+            # The ward view last: what a nurse would look at after all of the above.
+            console.print(ward_table(ward(influx, time.time_ns())))
         finally:
             stack.stop_all()
             influx.close()
@@ -193,6 +249,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         "readings_stored": result.stored,
         "readings_by_path": paths,
         "fhir_bundle": fhir,
+        "patients_admitted": admitted,
+        "report": report,
         "stored_equals_generated": result.exact and result.stored == result.generated,
         "missing": result.missing,
         "extra": result.extra,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import statistics
 
 import pytest
@@ -12,12 +14,14 @@ from cloud_sink.clinical import (
     ClinicalTwin,
     Freshness,
     clinical_json,
+    freshness,
     news2_for,
     news2_vitals,
 )
 from cloud_sink.news2 import News2Inputs, score
 from cloud_sink.profiles import PatientProfile
 from cloud_sink.twin import (
+    DELIVERY_JOIN_NS,
     DeviceState,
     EnvironmentReading,
     HealthRecord,
@@ -58,12 +62,18 @@ def test_the_data_interval_ignores_records_stamped_long_ago() -> None:
     assert recent_interval_s([T0]) is None
 
 
-@given(st.lists(st.integers(0, 10**15), min_size=2, unique=True))
+@given(
+    st.lists(st.integers(DELIVERY_JOIN_NS + 1, 10**12), min_size=1),
+    st.randoms(use_true_random=False),
+)
 @settings(max_examples=200, deadline=None)
-def test_median_gap_is_the_median_of_successive_differences(stamps: list[int]) -> None:
-    ordered = sorted(stamps)
-    gaps = [ordered[i + 1] - ordered[i] for i in range(len(ordered) - 1)]
-    assert median_gap_s(reversed(stamps)) == statistics.median(gaps) / S
+def test_median_gap_is_the_median_of_successive_differences(
+    gaps: list[int], rng: random.Random
+) -> None:
+    # Deliveries further apart than the join window: every stamp is its own delivery.
+    stamps = list(itertools.accumulate(gaps, initial=T0))
+    rng.shuffle(stamps)
+    assert median_gap_s(stamps) == statistics.median(gaps) / S
 
 
 def test_errors_per_100_hours_survive_an_agent_restart() -> None:
@@ -181,4 +191,32 @@ def test_twin_json_keeps_its_keys_and_adds_profile_devices_environment() -> None
     assert {k: clinical_json(bare)[k] for k in ("profile", "devices")} == {
         "profile": None,
         "devices": {},
+    }
+
+
+def test_notifications_microseconds_apart_are_one_delivery() -> None:
+    # A room sensor's temperature and humidity: two notifications, stamped 87 us apart, every 8 s.
+    stamps = [T0 + k * 8_000_000_000 + extra for k in range(4) for extra in (0, 87_000)]
+    assert median_gap_s(stamps) == 8.0
+    # A 50 Hz device's deliveries stay apart.
+    assert median_gap_s([T0 + k * 20_000_000 for k in range(10)]) == 0.02
+
+
+def test_implant_records_are_judged_by_their_daily_rhythm_and_events_never_go_stale() -> None:
+    hour = 3600 * S
+    twin = TwinView(
+        PATIENT,
+        (
+            _vital("night_heart_rate", 56.0, T0 - 30 * hour),  # a trend day, received today
+            _vital("lead_impedance_rv", 540.0, T0 - 6 * 24 * hour),  # six days without a session
+            _vital("episode_type", 2.0, T0 - 40 * 24 * hour),  # the last episode, weeks ago
+            _vital("heart_rate", 70.0, T0 - 10 * 60 * S),
+        ),
+    )
+    stale = {metric: f.stale for metric, f in freshness(twin, T0, 5.0).items()}
+    assert stale == {
+        "night_heart_rate": False,
+        "lead_impedance_rv": True,
+        "episode_type": False,
+        "heart_rate": True,
     }
