@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -98,26 +99,58 @@ class _Batch:
     marks: list[Mark] = field(default_factory=list)
     vitals: int = 0
     started: float = 0.0
+    accepted: dict[str, _Accepted] = field(default_factory=dict)
+
+    def count_accepted(self, frame: Frame, readings: int) -> None:
+        counts = self.accepted.get(frame.gateway_id)
+        if counts is None:
+            counts = self.accepted[frame.gateway_id] = _Accepted()
+        counts.envelopes += 1
+        counts.readings += readings
+        counts.newest_sent_ns = max(counts.newest_sent_ns, frame.sent_ns)
+
+    def close(self) -> None:
+        """Add the accepted-envelope counts; called once, before the first write attempt."""
+        now_ns = time.time_ns()
+        self.lines += [accepted_line(g, a, now_ns) for g, a in self.accepted.items()]
+        self.accepted.clear()
 
 
-def _accepted_line(frame: Frame, readings: int) -> str:
-    """The `sink_security` point of an accepted envelope (reason `accepted`): the counters the
-    security and population reports compute encryption compliance from.
+@dataclass(slots=True)
+class _Accepted:
+    """One gateway's accepted envelopes in a batch: how many, the readings they stored, and the
+    newest send time among them (the stamp of their count)."""
 
-    Stamped with the frame's own send time, so a redelivery that slips past the replay window
-    (a sink killed between the write and the durable window) overwrites its point instead of
-    counting twice; a send time InfluxDB could refuse (a gateway clock far off) falls back to now.
+    envelopes: int = 0
+    readings: int = 0
+    newest_sent_ns: int = 0
+
+
+def accepted_line(gateway_id: str, accepted: _Accepted, now_ns: int) -> str:
+    """The `sink_security` point counting a batch's accepted envelopes of one gateway (reason
+    `accepted`): what the security and population reports compute encryption compliance from.
+
+    One point per gateway and batch, not per envelope: an extra line per message cost the sink
+    about a sixth of its throughput (docs/performance.md). Stamped with the newest send time
+    among the envelopes, so two batches never share a stamp; a send time InfluxDB could refuse
+    (a gateway clock far off) falls back to now.
     """
-    ts_ns = frame.sent_ns
-    now_ns = time.time_ns()
+    ts_ns = accepted.newest_sent_ns
     if not MIN_TS_NS <= ts_ns <= now_ns + MAX_FUTURE_SKEW_NS:
         ts_ns = now_ns
-    return encode_line(
-        "sink_security",
-        {"gateway": frame.gateway_id, "reason": ACCEPTED_REASON},
-        {"accepted": 1, "readings": readings},
-        ts_ns,
+    return (
+        f"{_accepted_key(gateway_id)} accepted={accepted.envelopes}i,"
+        f"readings={accepted.readings}i {ts_ns}"
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _accepted_key(gateway_id: str) -> str:
+    # The series key, built once per gateway by the general encoder (a test holds the two equal).
+    line = encode_line(
+        "sink_security", {"gateway": gateway_id, "reason": ACCEPTED_REASON}, {"accepted": 1}, 0
+    )
+    return line.rsplit(" ", 2)[0]
 
 
 class SinkPipeline:
@@ -200,7 +233,7 @@ class SinkPipeline:
             raise TopicError(msg)
         points = frame_points(frame)
         batch.lines += points.lines
-        batch.lines.append(_accepted_line(frame, points.vitals))
+        batch.count_accepted(frame, points.vitals)
         batch.vitals += points.vitals
         if points.refused:
             self.stats.refused_readings.update(points.refused)
@@ -245,6 +278,7 @@ class SinkPipeline:
         False when told to stop while InfluxDB is unavailable: the batch stays unwritten and
         unacknowledged, and the broker redelivers it to the next run.
         """
+        batch.close()
         failures = 0
         while True:
             try:
