@@ -3,8 +3,8 @@ anonymised exports and authentication failures (issue #6 item 7, docs/security-r
 
 Two sources, each named in the output: the sink's `sink_security` points in InfluxDB (one
 `rejected` point per refused envelope; per written batch and gateway, one `accepted` point with
-the envelopes and readings it stored) and `vital` itself; and the audit log (exports, refusals, failed
-authentications), whose chain is verified before its counts are trusted.
+the envelopes and readings it stored) and `vital` itself; and the audit log (exports, refusals,
+failed authentications), whose chain is verified before its counts are trusted.
 """
 
 from __future__ import annotations
