@@ -30,7 +30,7 @@ def _waiting_sink(
 ) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [*GATEWAYS, "add", gateway, "--json", "--timeout", str(timeout_s),
-         "--config", str(stack.sink_config)],
+         "--config", str(stack.sink_config), "--token-file", str(stack.admin_token_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -72,7 +72,8 @@ def test_an_enrolled_gateway_is_read_by_the_sink(
     assert secret.stat().st_mode & 0o777 == 0o600
     assert token not in enrolled.stdout + enrolled.stderr + out + err.replace(token, "")
     listed = subprocess.run(
-        [*GATEWAYS, "list", "--json", "--config", str(stack.sink_config)],
+        [*GATEWAYS, "list", "--json", "--config", str(stack.sink_config),
+         "--token-file", str(stack.admin_token_file)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert [row["gateway"] for row in json.loads(listed.stdout)] == ["enrol-ward"]
@@ -137,7 +138,8 @@ def test_a_revoked_gateway_is_refused_by_the_running_sink(
         stack.start_agent(gateway)
         assert wait_for_vitals(influx, 10, 30.0) >= 10  # accepted while enrolled
         subprocess.run(
-            [*GATEWAYS, "revoke", "revoke-ward", "--config", str(stack.sink_config)],
+            [*GATEWAYS, "revoke", "revoke-ward", "--config", str(stack.sink_config),
+             "--token-file", str(stack.admin_token_file)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         assert not (stack.keyring_dir / "revoke-ward.key").exists()
