@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_sink.audit import AuditEntry, read_entries
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import count_vitals, stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
@@ -37,6 +38,12 @@ def _waiting_sink(
     first = json.loads(process.stdout.readline())
     assert first["gateway"] == gateway
     return process, str(first["token"])
+
+
+def _audit(stack: LocalStack) -> list[AuditEntry]:
+    entries, unreadable = read_entries(stack.sink_config.parent / "state" / "audit.jsonl")
+    assert unreadable == 0
+    return entries
 
 
 def _enroll(config: Path, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -77,6 +84,13 @@ def test_an_enrolled_gateway_is_read_by_the_sink(
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert [row["gateway"] for row in json.loads(listed.stdout)] == ["enrol-ward"]
+    # Audited: the admin's request, the sink's completed enrolment, the listing.
+    audited = [(e.actor, e.action, e.outcome, e.subject) for e in _audit(stack)]
+    assert audited == [
+        ("stack-admin", "gateway_add", "ok", "enrol-ward"),
+        ("system", "enrol", "ok", "enrol-ward"),
+        ("stack-admin", "gateway_list", "ok", None),
+    ]
     # Enrolling twice needs --force on the gateway and --replace on the sink.
     again = _enroll(gateway.config_file, spaced)
     assert again.returncode == 2
@@ -122,6 +136,21 @@ def test_a_wrong_token_gets_no_answer_and_no_key(
     assert "request refused" in err or "no valid enrolment request" in " ".join(err.split())
     assert not (stack.keyring_dir / "enrol-ward-2.key").exists()
     assert not (gateway.config_file.parent / "gateway.key").exists()
+    # Audited: each refused request (the gateway asks again while it waits), then the run
+    # that ended without an enrolment.
+    *refusals, failure = [e for e in _audit(stack) if e.action == "enrol"]
+    assert refusals
+    for refusal in refusals:
+        assert (refusal.actor, refusal.outcome, refusal.subject) == (
+            "system",
+            "denied",
+            "enrol-ward-2",
+        )
+        assert refusal.detail == {"reason": "request_refused"}
+    assert (failure.outcome, failure.detail) == (
+        "failed",
+        {"reason": "timeout", "rejected_requests": len(refusals)},
+    )
 
 
 def test_a_revoked_gateway_is_refused_by_the_running_sink(
