@@ -25,7 +25,7 @@ from cloud_sink.audit import DetailValue
 from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
 from cloud_sink.cli_audit import access_app, audit_app
 from cloud_sink.cli_gateways import app as gateways_app
-from cloud_sink.cli_guard import Admitted, TokenFileOption, admit
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.cli_report import report
 from cloud_sink.clinical import (
     ClinicalTwin,
@@ -41,7 +41,7 @@ from cloud_sink.clinical import (
     ward_json,
     ward_table,
 )
-from cloud_sink.config import SinkConfig, load_sink_config
+from cloud_sink.config import SinkConfig, load_sink_config, open_database
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
@@ -101,11 +101,6 @@ def _main() -> None:
 def _fail(exc: Exception) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=2)
-
-
-def _database(admitted: Admitted) -> contextlib.closing[InfluxV1]:
-    """The database of the config an allowed request was checked against, closed on leaving."""
-    return contextlib.closing(admitted.settings.influxdb.client())
 
 
 def _visible_ward(
@@ -263,7 +258,7 @@ def twin_show(
     try:
         settings = _outlook_settings(baseline_hours, horizon_min, projection_hours)
         admitted = admit(config, token_file, "twin_read", check_token(patient))
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             view = clinical_twin(influx, patient, time.time_ns(), stale_factor, outlook=settings)
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -398,7 +393,7 @@ def twin_list(
     sees the patients in their care only)."""
     try:
         admitted = admit(config, token_file, "twin_list")
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             rows = _visible_ward(influx, admitted.identity, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -489,7 +484,7 @@ def twin_watch(
         else:
             check_token(patient)
             admitted = admit(config, token_file, "twin_read", patient, detail={"watch": True})
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             _watch(influx, admitted.identity, patient, stale_factor, interval, iterations)
     except KeyboardInterrupt:
         # Ctrl-C is how a watch normally ends; the last table stays on the screen.
@@ -527,7 +522,7 @@ def twin_observe(
             config, token_file, "twin_observe", check_token(patient), detail={"kinds": kinds}
         )
         now_ns = time.time_ns()
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             for kind, value in entries.items():
                 if value is not None:
                     record_observation(
@@ -601,7 +596,7 @@ def _change_profile(
         changes = _changes(patient, *options)
         change = {"admitted": "admit", "updated": "update"}[verb]
         admitted = admit(config, token_file, "patient_profile", patient, detail={"change": change})
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             profile = apply(influx, patient, changes, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -653,7 +648,7 @@ def patients_discharge(
         check_token(patient)
         detail: dict[str, DetailValue] = {"change": "discharge"}
         admitted = admit(config, token_file, "patient_profile", patient, detail=detail)
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             profile = discharge(influx, patient, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -690,7 +685,7 @@ def export_fhir(
         if not out.parent.is_dir():
             raise ExportError(patient, f"folder {out.parent} does not exist; create it first")
         admitted = admit(config, token_file, operation, patient)
-        with _database(admitted) as influx:
+        with open_database(admitted.settings) as influx:
             data = read_export(influx, patient, start_ns, stale_factor)
         generated_ns = time.time_ns()
         if anonymised:

@@ -5,7 +5,6 @@ docs/report.md defines every figure; cloud_sink/cli.py registers the command.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from cloud_sink.audit import AuditLog
 from cloud_sink.cli_guard import TokenFileOption, admit
+from cloud_sink.config import open_database
 from cloud_sink.errors import CloudSinkError
 from cloud_sink.report import (
     AccessFigures,
@@ -130,7 +130,7 @@ def report(
     try:
         since_ns = parse_since_ns(since)
         admitted = admit(config, token_file, "report")
-        with contextlib.closing(admitted.settings.influxdb.client()) as influx:
+        with open_database(admitted.settings) as influx:
             data = read_population(influx, since_ns, generated_ns)
         access = access_figures(admitted.audit, since_ns, generated_ns)
         built = build_report(

@@ -179,6 +179,10 @@ def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfi
     return config
 
 
-def open_database(path: Path) -> closing[InfluxV1]:
-    """A client for the database the config file at `path` names, closed on leaving `with`."""
-    return closing(load_sink_config(path).influxdb.client())
+def open_database(config: SinkConfig) -> closing[InfluxV1]:
+    """A client for the database `config` names, closed on leaving `with`.
+
+    It takes the loaded config, not a path: the commands load it through `cli_guard.admit`,
+    which checks the caller's access first.
+    """
+    return closing(config.influxdb.client())
