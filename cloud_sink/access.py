@@ -395,11 +395,16 @@ def record(
     *,
     outcome: Outcome | None = None,
     detail: Mapping[str, DetailValue] | None = None,
+    subject: str | None = None,
 ) -> AuditEntry:
     """Write a decision to the audit log; our own detail keys win over the caller's.
 
-    `outcome` overrides "ok" for an allowed operation that then failed.
+    `outcome` overrides "ok" for an allowed operation that then failed. `subject` names what a
+    request is about when that is not a patient (a gateway id); the patient, when the decision
+    has one, wins.
     """
+    if decision.patient is not None:
+        subject = decision.patient
     fields: dict[str, DetailValue] = dict(detail or {})
     if decision.allowed and decision.identity is not None:
         if decision.operation in ("export_identified", "export_anonymised"):
@@ -411,7 +416,7 @@ def record(
             role=decision.identity.role,
             action=AUDIT_ACTION[decision.operation],
             outcome=outcome or "ok",
-            subject=decision.patient,
+            subject=subject,
             detail=fields,
         )
     fields["requested"] = decision.operation
@@ -424,7 +429,7 @@ def record(
             role="none",
             action="auth_failure" if decision.denial == "auth_failure" else "access_denied",
             outcome="denied",
-            subject=decision.patient,
+            subject=subject,
             detail=fields,
         )
     return audit.append(
@@ -432,7 +437,7 @@ def record(
         role=decision.identity.role,
         action="access_denied",
         outcome="denied",
-        subject=decision.patient,
+        subject=subject,
         detail=fields,
     )
 
@@ -445,14 +450,15 @@ def authorize(
     audit: AuditLog,
     *,
     detail: Mapping[str, DetailValue] | None = None,
+    subject: str | None = None,
 ) -> Identity:
     """Check and audit one request; the identity when allowed, AccessDenied otherwise.
 
     The decision is written before anything is read: when the audit log cannot be written
-    (AuditError) the request fails too. No audit, no access.
+    (AuditError) the request fails too. No audit, no access. `subject`: see `record`.
     """
     decision = decide(policy, token, action, patient)
-    record(audit, decision, detail=detail)
+    record(audit, decision, detail=detail, subject=subject)
     if not decision.allowed or decision.identity is None:
         raise decision.error()
     return decision.identity

@@ -20,14 +20,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from cloud_sink.access import Identity, Operation
+from cloud_sink.audit import DetailValue
 from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
+from cloud_sink.cli_audit import access_app, audit_app
 from cloud_sink.cli_gateways import app as gateways_app
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.cli_report import report
 from cloud_sink.cli_security import app as security_app
 from cloud_sink.clinical import (
     ClinicalTwin,
     Outlook,
     OutlookSettings,
+    WardRow,
     clinical_json,
     clinical_twin,
     is_advisory,
@@ -41,6 +46,7 @@ from cloud_sink.config import SinkConfig, load_sink_config, open_database
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
 from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
+from cloud_sink.fhir_anonymous import anonymise
 from cloud_sink.forecast import (
     DEFAULT_HORIZONS_MIN,
     DEFAULT_LEVEL,
@@ -55,15 +61,15 @@ from cloud_sink.pipeline import SinkPipeline, SinkStats
 from cloud_sink.profiles import (
     PatientProfile,
     ProfileChanges,
-    admit,
     discharge,
     parse_changes,
     profile_summary,
     update,
 )
+from cloud_sink.profiles import admit as admit_profile
 from cloud_sink.replay import ReplayGuard
 from cloud_sink.since import since_ns
-from cloud_sink.twin import check_token, iso_utc
+from cloud_sink.twin import check_token, iso_utc, list_patients
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,6 +85,8 @@ export_app = typer.Typer(help="Export a patient's twin.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.command("report")(report)
 app.add_typer(security_app, name="security")
+app.add_typer(audit_app, name="audit")
+app.add_typer(access_app, name="access")
 _out = Console()
 _err = Console(stderr=True)
 
@@ -95,6 +103,13 @@ def _main() -> None:
 def _fail(exc: Exception) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=2)
+
+
+def _visible_ward(
+    influx: InfluxV1, identity: Identity, now_ns: int, stale_factor: float
+) -> list[WardRow]:
+    """The ward as `identity` may see it: a clinician's own patients, everyone for an admin."""
+    return ward(influx, now_ns, stale_factor, patients=identity.visible(list_patients(influx)))
 
 
 async def _until(stop: asyncio.Event, waiting: Awaitable[object], timeout_s: float | None) -> bool:
@@ -238,12 +253,14 @@ def twin_show(
     baseline_hours: BaselineHoursOption = 24.0,
     horizon_min: HorizonOption = None,
     projection_hours: ProjectionHoursOption = 4.0,
+    token_file: TokenFileOption = None,
 ) -> None:
     """A patient's twin: newest vitals with freshness and trend, NEWS2, observations, alerts,
     personal baselines, advisories, forecasts and the time to a NEWS2 band change."""
     try:
         settings = _outlook_settings(baseline_hours, horizon_min, projection_hours)
-        with open_database(config) as influx:
+        admitted = admit(config, token_file, "twin_read", check_token(patient))
+        with open_database(admitted.settings) as influx:
             view = clinical_twin(influx, patient, time.time_ns(), stale_factor, outlook=settings)
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -372,11 +389,14 @@ def twin_list(
     config: ConfigOption = Path("configs/sink.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     stale_factor: StaleFactorOption = 5.0,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """The ward: every patient ranked by NEWS2 band, then score, then staleness."""
+    """The ward: every patient ranked by NEWS2 band, then score, then staleness (a clinician
+    sees the patients in their care only)."""
     try:
-        with open_database(config) as influx:
-            rows = ward(influx, time.time_ns(), stale_factor)
+        admitted = admit(config, token_file, "twin_list")
+        with open_database(admitted.settings) as influx:
+            rows = _visible_ward(influx, admitted.identity, time.time_ns(), stale_factor)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -386,16 +406,19 @@ def twin_list(
 
 
 def _watch_frame(
-    influx: InfluxV1, patient: str | None, stale_factor: float
+    influx: InfluxV1, identity: Identity, patient: str | None, stale_factor: float
 ) -> list[RenderableType]:
     now_ns = time.time_ns()
     if patient is None:
-        return [ward_table(ward(influx, now_ns, stale_factor), outlook=True)]
+        # Filtered at every refresh: a patient stored later shows up only if visible.
+        rows = _visible_ward(influx, identity, now_ns, stale_factor)
+        return [ward_table(rows, outlook=True)]
     return _twin_renderables(clinical_twin(influx, patient, now_ns, stale_factor))
 
 
 def _watch(
     influx: InfluxV1,
+    identity: Identity,
     patient: str | None,
     stale_factor: float,
     interval_s: float,
@@ -414,7 +437,7 @@ def _watch(
         for count in itertools.count(1):
             stamp = iso_utc(time.time_ns())
             try:
-                shown = _watch_frame(influx, patient, stale_factor)
+                shown = _watch_frame(influx, identity, patient, stale_factor)
                 status = Text(f"refresh {count} at {stamp}")
             except DatabaseUnavailable as exc:
                 if not shown:
@@ -448,17 +471,23 @@ def twin_watch(
         str | None, typer.Option("--patient", help="Watch this patient's twin, not the ward.")
     ] = None,
     stale_factor: StaleFactorOption = 5.0,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """A live ward: `twin list` plus advisories, time to a band change and forecasts."""
+    """A live ward: `twin list` plus advisories, time to a band change and forecasts.
+
+    Access is checked and audited once, when the watch starts (not at every refresh)."""
     if not math.isfinite(interval) or interval <= 0.0:
         raise _fail(ValueError(f"--interval {interval!r}: give a number of seconds above 0"))
     if iterations is not None and iterations < 1:
         raise _fail(ValueError(f"--iterations {iterations}: give 1 or more"))
     try:
-        if patient is not None:
+        if patient is None:
+            admitted = admit(config, token_file, "twin_list", detail={"watch": True})
+        else:
             check_token(patient)
-        with open_database(config) as influx:
-            _watch(influx, patient, stale_factor, interval, iterations)
+            admitted = admit(config, token_file, "twin_read", patient, detail={"watch": True})
+        with open_database(admitted.settings) as influx:
+            _watch(influx, admitted.identity, patient, stale_factor, interval, iterations)
     except KeyboardInterrupt:
         # Ctrl-C is how a watch normally ends; the last table stays on the screen.
         return
@@ -473,6 +502,7 @@ def twin_observe(
     oxygen: Annotated[str | None, typer.Option("--oxygen", help="air or o2.")] = None,
     scale: Annotated[int | None, typer.Option("--scale", help="SpO2 scale 1 or 2.")] = None,
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Record a nurse's observations (consciousness, oxygen, SpO2 scale) for the twin's NEWS2."""
     entries = {
@@ -489,8 +519,12 @@ def twin_observe(
         )
         if all(value is None for value in entries.values()):
             raise _fail(ValueError("give at least one of --acvpu, --oxygen, --scale"))
+        kinds = ",".join(kind for kind, value in entries.items() if value is not None)
+        admitted = admit(
+            config, token_file, "twin_observe", check_token(patient), detail={"kinds": kinds}
+        )
         now_ns = time.time_ns()
-        with open_database(config) as influx:
+        with open_database(admitted.settings) as influx:
             for kind, value in entries.items():
                 if value is not None:
                     record_observation(
@@ -557,11 +591,14 @@ def _change_profile(
     config: Path,
     patient: str,
     options: ProfileOptions,
+    token_file: Path | None,
 ) -> None:
     """admit and update: check the options before touching the database, apply, report."""
     try:
         changes = _changes(patient, *options)
-        with open_database(config) as influx:
+        change = {"admitted": "admit", "updated": "update"}[verb]
+        admitted = admit(config, token_file, "patient_profile", patient, detail={"change": change})
+        with open_database(admitted.settings) as influx:
             profile = apply(influx, patient, changes, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -578,10 +615,11 @@ def patients_admit(
     treatment: TreatmentOption = None,
     next_appointment: AppointmentOption = None,
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Admit a patient: a new profile (age, sex and conditions carry over from a past stay)."""
     options = (age, sex, condition, diagnosis, treatment, next_appointment)
-    _change_profile(admit, "admitted", config, patient, options)
+    _change_profile(admit_profile, "admitted", config, patient, options, token_file)
 
 
 @patients_app.command("update")
@@ -594,21 +632,25 @@ def patients_update(
     treatment: TreatmentOption = None,
     next_appointment: AppointmentOption = None,
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Change the given profile fields; every other field keeps its latest value."""
     options = (age, sex, condition, diagnosis, treatment, next_appointment)
-    _change_profile(update, "updated", config, patient, options)
+    _change_profile(update, "updated", config, patient, options, token_file)
 
 
 @patients_app.command("discharge")
 def patients_discharge(
     patient: PatientArgument,
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Discharge an admitted patient (the profile is kept, marked discharged)."""
     try:
         check_token(patient)
-        with open_database(config) as influx:
+        detail: dict[str, DetailValue] = {"change": "discharge"}
+        admitted = admit(config, token_file, "patient_profile", patient, detail=detail)
+        with open_database(admitted.settings) as influx:
             profile = discharge(influx, patient, time.time_ns())
     except CloudSinkError as exc:
         raise _fail(exc) from None
@@ -626,17 +668,33 @@ def export_fhir(
     stale_factor: Annotated[
         float, typer.Option(help="A vital is stale for NEWS2 after this many expected intervals.")
     ] = 5.0,
+    anonymised: Annotated[
+        bool,
+        typer.Option(
+            "--anonymised",
+            help="Fresh random ids for patient and devices, times shifted, no identifiers "
+            "(the only export a researcher may have; docs/twin.md).",
+        ),
+    ] = False,
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Write a FHIR R4 Bundle (collection): Patient, Devices, vital-sign Observations, NEWS2."""
+    operation: Operation = "export_anonymised" if anonymised else "export_identified"
     try:
         start_ns = since_ns(since)
         check_token(patient)
         if not out.parent.is_dir():
             raise ExportError(patient, f"folder {out.parent} does not exist; create it first")
-        with open_database(config) as influx:
+        admitted = admit(config, token_file, operation, patient)
+        with open_database(admitted.settings) as influx:
             data = read_export(influx, patient, start_ns, stale_factor)
-        bundle = build_bundle(data, time.time_ns())
+        generated_ns = time.time_ns()
+        if anonymised:
+            data, shift_ns = anonymise(data)
+            bundle = build_bundle(data, generated_ns + shift_ns, anonymised=True)
+        else:
+            bundle = build_bundle(data, generated_ns)
         write_bundle(bundle, out, patient)
     except CloudSinkError as exc:
         raise _fail(exc) from None

@@ -29,7 +29,6 @@ from cloud_sink.access import (
     decide,
     identity_problem,
     mint_token,
-    parse_access,
     read_token,
     record,
 )
@@ -38,16 +37,15 @@ from cloud_sink.audit import (
     AuditEntry,
     AuditError,
     AuditLog,
-    AuditPaths,
     AuditRole,
     DetailValue,
     Outcome,
     VerifyResult,
 )
+from cloud_sink.cli_guard import TokenFileOption, audit_log
 from cloud_sink.config import load_sink_config
-from cloud_sink.errors import CloudSinkError, ConfigError
+from cloud_sink.errors import CloudSinkError
 from cloud_sink.since import SinceError, parse_since
-from edge_agent.protocol.settings import SettingsError, load
 
 audit_app = typer.Typer(
     help="Verify and read the hash-chained audit log (HIPAA 164.312(b)).", no_args_is_help=True
@@ -62,12 +60,6 @@ _PATIENT_TOKEN: Final = re.compile(r"[0-9a-f]{32}")
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Sink TOML file (see configs/sink.toml).")
 ]
-TokenFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--token-file", help=f"A 0600 file holding your access token (default: ${TOKEN_ENV})."
-    ),
-]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -77,15 +69,11 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def load_access_policy(config: Path) -> AccessPolicy:
     """The `[access]` section of the sink config file (enforced, no identities, when absent)."""
-    try:
-        return parse_access(load(config).optional_table("access"))
-    except SettingsError as exc:
-        raise ConfigError(exc.location, exc.key, exc.why) from exc
+    return load_sink_config(config).access
 
 
 def _open(config: Path) -> tuple[AuditLog, AccessPolicy]:
-    settings = load_sink_config(config)
-    return AuditLog(AuditPaths.in_dir(settings.state_dir)), load_access_policy(config)
+    return audit_log(load_sink_config(config)), load_access_policy(config)
 
 
 def _admit(

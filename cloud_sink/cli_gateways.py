@@ -32,8 +32,9 @@ from cloud_sink.broker_auth import (
     write_acl_file,
     write_client_password,
 )
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.cli_rotate import rotate_command
-from cloud_sink.config import SinkConfig, load_sink_config
+from cloud_sink.config import SinkConfig
 from cloud_sink.enrolment import (
     TOKEN_LIFETIME_S,
     EnrolmentFailed,
@@ -120,6 +121,7 @@ def add_command(
         bool, typer.Option("--replace", help="Enrol again a gateway that has a secret already.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Mint a single-use enrolment token (and, with a [broker] section, the gateway's broker
     password), print them once, and wait for the gateway to enrol.
@@ -136,9 +138,12 @@ def add_command(
         msg = f"--timeout must be in (0, {TOKEN_LIFETIME_S:g}] seconds"
         raise _fail(msg)
     try:
-        settings = load_sink_config(config)
+        admitted = admit(
+            config, token_file, "gateway_add", subject=gateway_id, detail={"replace": replace}
+        )
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
+    settings = admitted.settings
     path = key_file(settings.keyring_dir, gateway_id)
     if path.exists() and not replace:
         msg = f"{gateway_id} is enrolled already ({path}); --replace enrols it again"
@@ -157,7 +162,12 @@ def add_command(
     _show_secrets(gateway_id, token, password, timeout_s, as_json)
     try:
         enrolled = serve(
-            settings.mqtt, settings.keyring_dir, gateway_id, token, timeout_s=timeout_s
+            settings.mqtt,
+            settings.keyring_dir,
+            gateway_id,
+            token,
+            timeout_s=timeout_s,
+            audit=admitted.audit,
         )
     except EnrolmentFailed as exc:
         if settings.broker is not None:
@@ -175,6 +185,7 @@ def add_command(
 def revoke_command(
     gateway_id: Annotated[str, typer.Argument(help="The gateway to shut out.")],
     config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
 ) -> None:
     """Refuse every key of a gateway from now on (the running sink within a second) and, with a
     [broker] section, remove its broker credential (the broker disconnects it on reload).
@@ -182,13 +193,15 @@ def revoke_command(
     The key file moves to `revoked/` in the keyring (kept, 0600, for the record); the gateway
     can only come back through `gateways add`, with a new secret and a new broker password.
     """
+    valid = GATEWAY_ID_RE.fullmatch(gateway_id) is not None
     try:
-        settings = load_sink_config(config)
+        # An id that is not a gateway id is not written to the log (it could be anything).
+        subject = gateway_id if valid else None
+        settings = admit(config, token_file, "gateway_revoke", subject=subject).settings
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
     path = key_file(settings.keyring_dir, gateway_id)
     broker = settings.broker
-    valid = GATEWAY_ID_RE.fullmatch(gateway_id) is not None
     try:
         on_broker = valid and broker is not None and has_user(broker.password_file, gateway_id)
     except BrokerAuthError as exc:
@@ -224,6 +237,7 @@ def broker_setup_command(
     rotate: Annotated[
         bool, typer.Option("--rotate", help="Mint a new password for the sink identity.")
     ] = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Write the broker's ACL file and the sink identity's credential, then reload the broker.
 
@@ -233,7 +247,14 @@ def broker_setup_command(
     the ACL follows the topic contract of this version.
     """
     try:
-        settings = load_sink_config(config, password_required=False)
+        # The broker's files and the sink identity's credential: a key operation.
+        settings = admit(
+            config,
+            token_file,
+            "key_rotate",
+            detail={"command": "broker_setup", "rotate": rotate},
+            password_required=False,
+        ).settings
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
     mqtt_settings, broker = settings.mqtt, settings.broker
@@ -271,10 +292,11 @@ def broker_setup_command(
 def list_command(
     config: ConfigOption = Path("configs/sink.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """The enrolled gateways (a key file each in the keyring) and when each was enrolled."""
     try:
-        settings = load_sink_config(config)
+        settings = admit(config, token_file, "gateway_list").settings
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
     rows = [

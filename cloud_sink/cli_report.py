@@ -6,6 +6,7 @@ docs/report.md defines every figure; cloud_sink/cli.py registers the command.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -14,9 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cloud_sink.audit import AuditLog
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.config import open_database
 from cloud_sink.errors import CloudSinkError
 from cloud_sink.report import (
+    AccessFigures,
     PlotFile,
     Report,
     ReportError,
@@ -95,21 +99,42 @@ def report_table(built: Report) -> Table:
     return table
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc(ts_ns: int) -> datetime:
+    # Integer microseconds, as the audit log stamps its entries; a float would round.
+    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+
+
+def access_figures(audit: AuditLog, since_ns: int | None, until_ns: int) -> AccessFigures:
+    """The report's access figures: the audit log's counts over the report's window."""
+    counts = audit.summary(None if since_ns is None else _utc(since_ns), _utc(until_ns))
+    return AccessFigures(
+        exports_total=counts.exports_total,
+        exports_anonymised=counts.exports_anonymised,
+        access_denied=counts.access_denied,
+        auth_failures=counts.auth_failures,
+    )
+
+
 def report(
     config: ConfigOption = Path("configs/sink.toml"),
     since: SinceOption = None,
     out: OutOption = None,
     json_output: JsonOption = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Population figures (seed Table 3): demographics, vitals, devices, room, security."""
     generated_ns = time.time_ns()
     try:
         since_ns = parse_since_ns(since)
-        with open_database(config) as influx:
+        admitted = admit(config, token_file, "report")
+        with open_database(admitted.settings) as influx:
             data = read_population(influx, since_ns, generated_ns)
-        # The audit log's counts are wired in by the lead; until then they are null.
+        access = access_figures(admitted.audit, since_ns, generated_ns)
         built = build_report(
-            data, since_ns=since_ns, until_ns=generated_ns, generated_ns=generated_ns, access=None
+            data, since_ns=since_ns, until_ns=generated_ns, generated_ns=generated_ns, access=access
         )
         plots = () if out is None else write_outputs(built, out)
     except CloudSinkError as exc:

@@ -9,7 +9,8 @@ from typing import Annotated, Final
 import typer
 from rich.console import Console
 
-from cloud_sink.config import load_sink_config
+from cloud_sink.audit import DetailValue
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.consumer import ConsumerSettings
 from cloud_sink.enrolment import key_file, paho_client
 from cloud_sink.epochs import (
@@ -69,15 +70,18 @@ def rotate_command(
         ),
     ] = DEFAULT_GRACE_S / 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line.")] = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Start a new key epoch for a gateway: the sink accepts the old epochs for the grace only,
     and a retained, sealed command on the gateway's down/keys topic moves the gateway (now, or
     when it next connects). The master secret is unchanged; revoke + add replaces that."""
     try:
-        settings = load_sink_config(config)
         if not GATEWAY_ID_RE.fullmatch(gateway_id):
             msg = f"gateway id {gateway_id!r} is invalid: 3-32 characters from a-z, 0-9, '-'"
             raise RotationFailed(msg)
+        detail: dict[str, DetailValue] = {"command": "rotate", "grace_s": round(grace_h * 3600)}
+        admitted = admit(config, token_file, "key_rotate", subject=gateway_id, detail=detail)
+        settings = admitted.settings
         path = key_file(settings.keyring_dir, gateway_id)
         try:
             secret = read_secret_file(path, MASTER_SECRET_BYTES)

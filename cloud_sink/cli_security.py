@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cloud_sink.config import load_sink_config
+from cloud_sink.cli_guard import TokenFileOption, admit
 from cloud_sink.errors import CloudSinkError
 from cloud_sink.security_report import (
     HOW,
@@ -67,12 +67,14 @@ def report(
         typer.Option("--since", help="Only from this ISO 8601 time on (with offset); default all."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Rejections by reason, encryption compliance, anonymised exports, auth failures."""
     until_ns = time.time_ns()
     try:
         since_ns = parse_since_ns(since)
-        settings = load_sink_config(config)
+        # Aggregate figures only: the `report` operation (researchers and admins), audited.
+        settings = admit(config, token_file, "report", detail={"report": "security"}).settings
         influx = settings.influxdb.client()
         try:
             sink = read_sink_counts(influx, since_ns, until_ns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -708,10 +708,15 @@ def ward(
     now_ns: int,
     stale_factor: float = 5.0,
     outlook: OutlookSettings | None = DEFAULT_OUTLOOK,
+    patients: Iterable[str] | None = None,
 ) -> list[WardRow]:
-    """Every patient, most at risk first: NEWS2 band, then score, then the stalest data."""
+    """Every patient, most at risk first: NEWS2 band, then score, then the stalest data.
+
+    `patients` limits the ward to those (default: every patient with a vital stored): a
+    clinician's view reads nobody else's data (docs/audit-and-access.md).
+    """
     rows = []
-    for patient in list_patients(influx):
+    for patient in list_patients(influx) if patients is None else patients:
         view = clinical_twin(influx, patient, now_ns, stale_factor, details=False, outlook=outlook)
         ages = [f.age_s for f in view.freshness.values()]
         rows.append(

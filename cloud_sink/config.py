@@ -7,6 +7,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_sink.access import AccessPolicy, parse_access
 from cloud_sink.broker_auth import (
     USERNAME_PATTERN,
     BrokerAdmin,
@@ -43,6 +44,9 @@ class SinkConfig:
     state_dir: Path
     influxdb: InfluxSettings
     writer: WriterSettings
+    access: AccessPolicy
+    """Who may run the commands that read or change patient data or the fleet ([access];
+    without it every such command is refused: docs/audit-and-access.md §2.4)."""
     broker: BrokerAdmin | None = None
     """The broker's password and ACL files, when this sink administers its broker ([broker])."""
 
@@ -164,6 +168,7 @@ def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfi
             state_dir=state.path("dir"),
             influxdb=_influx(root.table("influxdb")),
             writer=_writer(root.optional_table("writer")),
+            access=parse_access(root.optional_table("access")),
             broker=_broker(root.optional_table("broker")),
         )
         keyring.finish()
@@ -174,6 +179,10 @@ def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfi
     return config
 
 
-def open_database(path: Path) -> closing[InfluxV1]:
-    """A client for the database the config file at `path` names, closed on leaving `with`."""
-    return closing(load_sink_config(path).influxdb.client())
+def open_database(config: SinkConfig) -> closing[InfluxV1]:
+    """A client for the database `config` names, closed on leaving `with`.
+
+    It takes the loaded config, not a path: the commands load it through `cli_guard.admit`,
+    which checks the caller's access first.
+    """
+    return closing(config.influxdb.client())

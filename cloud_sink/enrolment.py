@@ -5,6 +5,12 @@
 whose MAC verifies under the token, and only then writes the gateway's master secret into the
 keyring (mode 0600), where the running sink picks it up. The token lives only in this process's
 memory; a request that does not verify is counted and ignored, never answered.
+
+Each outcome is written to the audit log as action `enrol` by actor `system`, subject the
+gateway id: a completed enrolment (ok, before the secret is stored: no audit, no enrolment), a
+refused request (denied; the first MAX_AUDITED_REFUSALS of a run, the rest counted in the
+final entry, so a flood of bad requests cannot flood the log), and a run that ends without one
+(failed).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_sink.audit import AuditError, AuditLog, DetailValue, Outcome
 from cloud_sink.consumer import ConsumerSettings, tls_context
 from cloud_sink.errors import CloudSinkError
 from edge_agent.protocol import Channel, topic
@@ -34,6 +41,8 @@ CONNECT_TIMEOUT_S: Final = 10.0
 CREDENTIAL_CHECK_S: Final = 10.0
 """How long `check_credential` retries while the broker is still re-reading its files."""
 _CHECK_RETRY_S: Final = 0.2
+MAX_AUDITED_REFUSALS: Final = 20
+"""Refused requests audited one by one in one `serve` run; further ones are only counted."""
 
 
 class EnrolmentFailed(CloudSinkError):
@@ -142,15 +151,61 @@ def _subscribe_on_connect(client: mqtt.Client, request_topic: str) -> list[str]:
     return refused
 
 
+def _audit(
+    audit: AuditLog, gateway_id: str, outcome: Outcome, detail: dict[str, DetailValue]
+) -> None:
+    """One `enrol` entry by the system; EnrolmentFailed when it cannot be written."""
+    try:
+        audit.append(
+            actor="system",
+            role="system",
+            action="enrol",
+            outcome=outcome,
+            subject=gateway_id,
+            detail=detail,
+        )
+    except AuditError as exc:
+        msg = f"the enrolment of {gateway_id} could not be audited, so it stops: {exc}"
+        raise EnrolmentFailed(msg) from exc
+
+
+def _audit_failure(audit: AuditLog, gateway_id: str, reason: str, refused: int) -> None:
+    """Record a run that ends without an enrolment; the failure already being raised wins."""
+    try:
+        _audit(audit, gateway_id, "failed", {"reason": reason, "rejected_requests": refused})
+    except EnrolmentFailed as exc:
+        _LOGGER.warning("%s", exc)
+
+
+def _store(
+    audit: AuditLog, keyring_dir: Path, gateway_id: str, master: bytes, *, epoch: int, refused: int
+) -> Path:
+    """Audit the enrolment, then write the gateway's secret to the keyring; its path."""
+    # Recorded before the secret is stored: an enrolment that cannot be audited does not happen.
+    _audit(audit, gateway_id, "ok", {"epoch": epoch, "rejected_requests": refused})
+    path = key_file(keyring_dir, gateway_id)
+    try:
+        write_secret_file(path, master)
+    except OSError as exc:
+        _audit_failure(audit, gateway_id, "keyring_write", refused)
+        msg = f"{path}: cannot write the gateway's secret: {exc.strerror}"
+        raise EnrolmentFailed(msg) from exc
+    return path
+
+
 def serve(
     settings: ConsumerSettings,
     keyring_dir: Path,
     gateway_id: str,
     token: str,
     *,
+    audit: AuditLog,
     timeout_s: float = TOKEN_LIFETIME_S,
 ) -> Enrolled:
-    """Wait for the gateway's request, answer it and store the secret; EnrolmentFailed if not."""
+    """Wait for the gateway's request, answer it and store the secret; EnrolmentFailed if not.
+
+    Every outcome is written to `audit` (see the module's docstring).
+    """
     requests: queue.Queue[bytes] = queue.Queue()
     client = paho_client(settings, f"{settings.client_id}-enrol-{gateway_id}")
     request_topic = topic(gateway_id, Channel.ENROL_REQUEST, settings.topic_prefix)
@@ -160,6 +215,7 @@ def serve(
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     except OSError as exc:
+        _audit_failure(audit, gateway_id, "broker_unavailable", 0)
         msg = f"broker {settings.host}:{settings.port} unavailable: {exc.strerror or exc}"
         raise EnrolmentFailed(msg) from exc
     client.loop_start()
@@ -169,12 +225,14 @@ def serve(
         while True:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
+                _audit_failure(audit, gateway_id, "timeout", refused)
                 msg = (
                     f"no valid enrolment request from {gateway_id} within {timeout_s:g} s; run "
                     f"`edge-agent enroll TOKEN` on the gateway while this waits"
                 )
                 raise EnrolmentFailed(msg)
             if connect_refused:
+                _audit_failure(audit, gateway_id, "broker_refused_sink", refused)
                 msg = (
                     f"the broker refused the sink identity {settings.username!r}: "
                     f"{connect_refused[0]} "
@@ -193,13 +251,10 @@ def serve(
             except EnrolmentError as exc:
                 refused += 1
                 _LOGGER.warning("enrolment request refused: %s", exc)
+                if refused <= MAX_AUDITED_REFUSALS:
+                    _audit(audit, gateway_id, "denied", {"reason": "request_refused"})
                 continue
-            path = key_file(keyring_dir, gateway_id)
-            try:
-                write_secret_file(path, master)
-            except OSError as exc:
-                msg = f"{path}: cannot write the gateway's secret: {exc.strerror}"
-                raise EnrolmentFailed(msg) from exc
+            path = _store(audit, keyring_dir, gateway_id, master, epoch=epoch, refused=refused)
             client.publish(response_topic, response.encode(), qos=1).wait_for_publish(
                 CONNECT_TIMEOUT_S
             )

@@ -42,6 +42,10 @@ V3_OBSERVATION_VALUE: Final = "http://terminology.hl7.org/CodeSystem/v3-Observat
 # (S105: these name identifier systems, they are not secrets.)
 PATIENT_TOKEN_SYSTEM: Final = "urn:bedside-twin:patient-token"  # noqa: S105
 DEVICE_TOKEN_SYSTEM: Final = "urn:bedside-twin:device-token"  # noqa: S105
+# An anonymised export's ids are random and valid in that one export only (fhir_anonymous.py);
+# their own systems keep anyone from mistaking them for tokens.
+EXPORT_SUBJECT_SYSTEM: Final = "urn:bedside-twin:export-subject"
+EXPORT_DEVICE_SYSTEM: Final = "urn:bedside-twin:export-device"
 READING_SYSTEM: Final = "urn:bedside-twin:reading"
 # Resource ids are name-based UUIDs (RFC 4122 §4.3) of the reading identity, so exporting the
 # same data twice gives the same ids and a receiver can de-duplicate.
@@ -153,6 +157,20 @@ NEWS2_PARAMETER_TEXT: Final[Mapping[str, str]] = {
 # A parameter NEWS2 could not score (missing or stale) is marked absent, never scored as 0.
 NOT_SCORED: Final = Coding(DATA_ABSENT_REASON, "unknown", "Unknown")
 PSEUDONYMIZED: Final = Coding(V3_OBSERVATION_VALUE, "PSEUDED", "pseudonymized")
+ANONYMIZED: Final = Coding(V3_OBSERVATION_VALUE, "ANONYED", "anonymized")
+
+
+@dataclass(slots=True, frozen=True)
+class Labels:
+    """How a bundle marks what its ids are: pseudonymous tokens, or one export's random ids."""
+
+    patient_system: str
+    device_system: str
+    security: Coding
+
+
+PSEUDONYMOUS_LABELS: Final = Labels(PATIENT_TOKEN_SYSTEM, DEVICE_TOKEN_SYSTEM, PSEUDONYMIZED)
+ANONYMOUS_LABELS: Final = Labels(EXPORT_SUBJECT_SYSTEM, EXPORT_DEVICE_SYSTEM, ANONYMIZED)
 
 
 class ExportError(CloudSinkError):
@@ -231,14 +249,17 @@ def _reading_identifier(patient: str, reading: Reading) -> Json:
     }
 
 
-def patient_resource(patient: str, profile: PatientProfile | None) -> Json:
+def patient_resource(
+    patient: str, profile: PatientProfile | None, labels: Labels = PSEUDONYMOUS_LABELS
+) -> Json:
     """A pseudonymous Patient: the token as identifier, no name, no birth date, no address."""
     resource: Json = {
         "resourceType": "Patient",
         "id": resource_id("Patient", patient),
-        # Security label: the record is pseudonymised (HL7 v3 ObservationValue PSEUDED).
-        "meta": {"security": [PSEUDONYMIZED.json()]},
-        "identifier": [{"system": PATIENT_TOKEN_SYSTEM, "value": patient}],
+        # Security label: the record is pseudonymised (HL7 v3 ObservationValue PSEUDED), or
+        # anonymised (ANONYED).
+        "meta": {"security": [labels.security.json()]},
+        "identifier": [{"system": labels.patient_system, "value": patient}],
     }
     if profile is not None:
         resource["active"] = profile.state == "admitted"
@@ -247,11 +268,13 @@ def patient_resource(patient: str, profile: PatientProfile | None) -> Json:
     return resource
 
 
-def device_resource(patient: str, device: str, kind: str | None) -> Json:
+def device_resource(
+    patient: str, device: str, kind: str | None, labels: Labels = PSEUDONYMOUS_LABELS
+) -> Json:
     resource: Json = {
         "resourceType": "Device",
         "id": resource_id("Device", device),
-        "identifier": [{"system": DEVICE_TOKEN_SYSTEM, "value": device}],
+        "identifier": [{"system": labels.device_system, "value": device}],
         "patient": _ref("Patient", resource_id("Patient", patient)),
     }
     if kind is not None:
@@ -390,8 +413,12 @@ def group_readings(readings: Iterable[Reading]) -> list[list[Reading]]:
     return list(groups.values())
 
 
-def build_bundle(data: ExportData, generated_ns: int) -> Json:
-    """The R4 Bundle (type collection): Patient, Devices, vital-sign Observations, NEWS2."""
+def build_bundle(data: ExportData, generated_ns: int, *, anonymised: bool = False) -> Json:
+    """The R4 Bundle (type collection): Patient, Devices, vital-sign Observations, NEWS2.
+
+    `anonymised`: `data` went through `fhir_anonymous.anonymise`; the ids are labelled so.
+    """
+    labels = ANONYMOUS_LABELS if anonymised else PSEUDONYMOUS_LABELS
     patient = check_token(data.patient)
     readings = {(r.metric, r.device, r.ts_ns): r for r in data.readings}
     if data.news2 is not None:
@@ -400,9 +427,9 @@ def build_bundle(data: ExportData, generated_ns: int) -> Json:
         readings.update({(r.metric, r.device, r.ts_ns): r for r in data.news2.used.values()})
     groups = group_readings(readings.values())
     devices = sorted({r.device for group in groups for r in group})
-    entries = [_entry(patient_resource(patient, data.profile))]
+    entries = [_entry(patient_resource(patient, data.profile, labels))]
     entries += [
-        _entry(device_resource(patient, device, data.device_kinds.get(device)))
+        _entry(device_resource(patient, device, data.device_kinds.get(device), labels))
         for device in devices
     ]
     for group in groups:
@@ -415,7 +442,7 @@ def build_bundle(data: ExportData, generated_ns: int) -> Json:
     return {
         "resourceType": "Bundle",
         "id": resource_id("Bundle", patient, data.since_ns, generated_ns),
-        "meta": {"security": [PSEUDONYMIZED.json()]},
+        "meta": {"security": [labels.security.json()]},
         "type": "collection",
         "timestamp": fhir_instant(generated_ns),
         "entry": entries,

@@ -90,6 +90,9 @@ class AccessFigures:
     exports_total: int
     exports_anonymised: int
     access_denied: int
+    """A known identity asked for more than its role allows."""
+    auth_failures: int = 0
+    """A request with no token, or one that matches no identity."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1184,11 +1187,12 @@ def _security_figures(data: PopulationData, access: AccessFigures | None) -> dic
     )
     figures["access_denied"] = Figure(
         "Blocked access attempts",
-        access.access_denied,
-        "Audit-log entries of action access_denied in the window: a known identity asking for "
-        "more than its role allows.",
+        access.access_denied + access.auth_failures,
+        "Audit-log entries of action access_denied (a known identity asking for more than its "
+        "role allows) plus auth_failure (no token, or one matching no identity) in the window.",
         None,
         None,
+        extra={"access_denied": access.access_denied, "auth_failures": access.auth_failures},
     )
     return figures
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cloud_sink.cli_report import REPORT_FILE, write_outputs
+from cloud_sink.cli_guard import audit_log
+from cloud_sink.cli_report import REPORT_FILE, access_figures, write_outputs
 from cloud_sink.clinical import record_observation, ward, ward_table
+from cloud_sink.config import load_sink_config
 from cloud_sink.fhir import build_bundle, bundle_counts, read_export, write_bundle
 from cloud_sink.influx import InfluxV1
 from cloud_sink.profiles import admit, parse_changes
@@ -156,11 +158,12 @@ def _admit_patients(influx: InfluxV1, patients: list[str], seed: int) -> int:
     return len(patients)
 
 
-def _population_report(influx: InfluxV1, out: Path) -> dict[str, object]:
+def _population_report(influx: InfluxV1, sink_config: Path, out: Path) -> dict[str, object]:
     """The population report with its plots, as `cloud-sink report --out DIR` writes it."""
     now_ns = time.time_ns()
     data = read_population(influx, None, now_ns)
-    built = build_report(data, since_ns=None, until_ns=now_ns, generated_ns=now_ns, access=None)
+    access = access_figures(audit_log(load_sink_config(sink_config)), None, now_ns)
+    built = build_report(data, since_ns=None, until_ns=now_ns, generated_ns=now_ns, access=access)
     plots = write_outputs(built, out)
     return {"file": str(out / REPORT_FILE), "plots": len(plots), "patients": len(data.population)}
 
@@ -230,7 +233,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 f"FHIR R4 bundle of patient {entries[0].patient[:12]}… in "
                 f"{root / 'fhir-bundle.json'}: {fhir}"
             )
-            report = _population_report(influx, root / "report")
+            report = _population_report(influx, stack.sink_config, root / "report")
             console.print(
                 f"population report of {report['patients']} patients with "
                 f"{report['plots']} plots in {report['file']}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_sink.audit import AuditEntry, read_entries
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import count_vitals, stored_vitals, wait_for_vitals
 from firmware_sims.ledger import read_ledger, reconcile
@@ -30,13 +31,19 @@ def _waiting_sink(
 ) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [*GATEWAYS, "add", gateway, "--json", "--timeout", str(timeout_s),
-         "--config", str(stack.sink_config)],
+         "--config", str(stack.sink_config), "--token-file", str(stack.admin_token_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None
     first = json.loads(process.stdout.readline())
     assert first["gateway"] == gateway
     return process, str(first["token"])
+
+
+def _audit(stack: LocalStack) -> list[AuditEntry]:
+    entries, unreadable = read_entries(stack.sink_config.parent / "state" / "audit.jsonl")
+    assert unreadable == 0
+    return entries
 
 
 def _enroll(config: Path, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -72,10 +79,18 @@ def test_an_enrolled_gateway_is_read_by_the_sink(
     assert secret.stat().st_mode & 0o777 == 0o600
     assert token not in enrolled.stdout + enrolled.stderr + out + err.replace(token, "")
     listed = subprocess.run(
-        [*GATEWAYS, "list", "--json", "--config", str(stack.sink_config)],
+        [*GATEWAYS, "list", "--json", "--config", str(stack.sink_config),
+         "--token-file", str(stack.admin_token_file)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert [row["gateway"] for row in json.loads(listed.stdout)] == ["enrol-ward"]
+    # Audited: the admin's request, the sink's completed enrolment, the listing.
+    audited = [(e.actor, e.action, e.outcome, e.subject) for e in _audit(stack)]
+    assert audited == [
+        ("stack-admin", "gateway_add", "ok", "enrol-ward"),
+        ("system", "enrol", "ok", "enrol-ward"),
+        ("stack-admin", "gateway_list", "ok", None),
+    ]
     # Enrolling twice needs --force on the gateway and --replace on the sink.
     again = _enroll(gateway.config_file, spaced)
     assert again.returncode == 2
@@ -121,6 +136,21 @@ def test_a_wrong_token_gets_no_answer_and_no_key(
     assert "request refused" in err or "no valid enrolment request" in " ".join(err.split())
     assert not (stack.keyring_dir / "enrol-ward-2.key").exists()
     assert not (gateway.config_file.parent / "gateway.key").exists()
+    # Audited: each refused request (the gateway asks again while it waits), then the run
+    # that ended without an enrolment.
+    *refusals, failure = [e for e in _audit(stack) if e.action == "enrol"]
+    assert refusals
+    for refusal in refusals:
+        assert (refusal.actor, refusal.outcome, refusal.subject) == (
+            "system",
+            "denied",
+            "enrol-ward-2",
+        )
+        assert refusal.detail == {"reason": "request_refused"}
+    assert (failure.outcome, failure.detail) == (
+        "failed",
+        {"reason": "timeout", "rejected_requests": len(refusals)},
+    )
 
 
 def test_a_revoked_gateway_is_refused_by_the_running_sink(
@@ -137,7 +167,8 @@ def test_a_revoked_gateway_is_refused_by_the_running_sink(
         stack.start_agent(gateway)
         assert wait_for_vitals(influx, 10, 30.0) >= 10  # accepted while enrolled
         subprocess.run(
-            [*GATEWAYS, "revoke", "revoke-ward", "--config", str(stack.sink_config)],
+            [*GATEWAYS, "revoke", "revoke-ward", "--config", str(stack.sink_config),
+             "--token-file", str(stack.admin_token_file)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         assert not (stack.keyring_dir / "revoke-ward.key").exists()

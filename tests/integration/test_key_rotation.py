@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _rotate(stack: LocalStack, gateway: str) -> int:
     done = subprocess.run(
         [sys.executable, "-m", "cloud_sink", "gateways", "rotate", gateway, "--json",
-         "--config", str(stack.sink_config)],
+         "--config", str(stack.sink_config), "--token-file", str(stack.admin_token_file)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -214,7 +214,7 @@ def test_twin_show_json_reads_back_from_influxdb(stack: LocalStack, influx: Infl
     entries = read_ledger(gateway.ledger_file)
     wait_for_vitals(influx, reconcile(entries, {}).generated, 30.0)
     patient = entries[0].patient
-    config = ["--config", str(stack.sink_config)]
+    config = ["--config", str(stack.sink_config), "--token-file", str(stack.admin_token_file)]
 
     def cli(*args: str) -> str:
         return subprocess.run(

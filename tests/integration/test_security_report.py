@@ -78,9 +78,11 @@ def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
         client.loop_stop()
 
 
-def _security_report(config: Path) -> dict[str, object]:
+def _security_report(stack: LocalStack, token_file: Path | None = None) -> dict[str, object]:
+    command = [sys.executable, "-m", "cloud_sink", "security", "report", "--json"]
+    token = stack.admin_token_file if token_file is None else token_file
     done = subprocess.run(
-        [sys.executable, "-m", "cloud_sink", "security", "report", "--json", "-c", str(config)],
+        [*command, "-c", str(stack.sink_config), "--token-file", str(token)],
         capture_output=True,
         text=True,
         check=False,
@@ -90,6 +92,22 @@ def _security_report(config: Path) -> dict[str, object]:
     document = json.loads(done.stdout.strip().splitlines()[-1])
     assert isinstance(document, dict)
     return document
+
+
+def _assert_refused(stack: LocalStack) -> None:
+    wrong = stack.root / "wrong.token"
+    wrong.write_text("btt_not-a-known-token\n")
+    wrong.chmod(0o600)
+    command = [sys.executable, "-m", "cloud_sink", "security", "report", "--json"]
+    refused = subprocess.run(
+        [*command, "-c", str(stack.sink_config), "--token-file", str(wrong)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stdout == ""
 
 
 def test_security_report_counts_what_the_sink_did(stack: LocalStack, influx: InfluxV1) -> None:
@@ -113,15 +131,18 @@ def test_security_report_counts_what_the_sink_did(stack: LocalStack, influx: Inf
     time.sleep(0.5)  # the refusals' batch lands with or just after the vitals
     assert stack.stop_sink() == 0
 
-    before = _security_report(stack.sink_config)
+    before = _security_report(stack)
     assert before["rejections_by_reason"] == {"envelope_malformed": 1, "tag_invalid": 1}
     assert before["rejections_total"] == 2
     assert before["envelopes_accepted"] == 2
     assert before["envelope_acceptance_pct"] == 50.0
     assert (before["readings_stored"], before["readings_sealed"]) == (4, 4)
     assert before["encryption_compliance_pct"] == 100.0
-    assert before["audit_log"] is None  # nothing audited yet, so no export or login figures
-    assert before["auth_failures"] is None
+    # The report itself is audited: its own entry is the only one so far.
+    first = before["audit_log"]
+    assert isinstance(first, dict)
+    assert (first["chain_ok"], first["entries_in_window"]) == (True, 1)
+    assert (before["exports_total"], before["auth_failures"]) == (0, 0)
 
     # A reading written around the sink (straight into InfluxDB) is not accounted for.
     influx.write(
@@ -134,7 +155,7 @@ def test_security_report_counts_what_the_sink_did(stack: LocalStack, influx: Inf
             )
         ]
     )
-    around = _security_report(stack.sink_config)
+    around = _security_report(stack)
     assert around["readings_unaccounted"] == 1
     assert around["encryption_compliance_pct"] == 80.0
 
@@ -158,20 +179,25 @@ def test_security_report_counts_what_the_sink_did(stack: LocalStack, influx: Inf
         detail={"anonymised": True},
     )
     log.append(action="auth_failure", outcome="denied", actor="unknown", role="none")
-    audited = _security_report(stack.sink_config)
+    audited = _security_report(stack)
     assert audited["exports_total"] == 2
     assert audited["anonymised_export_pct"] == 50.0
     assert audited["auth_failures"] == 1
     audit_log = audited["audit_log"]
     assert isinstance(audit_log, dict)
     assert audit_log["chain_ok"] is True
-    assert audit_log["entries_in_window"] == 3
+    assert audit_log["entries_in_window"] == 6  # three reports (each audited first) and ours
+
+    # A token that matches no identity is refused, and counted as a failed authentication.
+    _assert_refused(stack)
+    assert _security_report(stack)["auth_failures"] == 2
 
     # An edited entry breaks the chain, and the report says so.
     lines = log.paths.log.read_text().splitlines()
-    lines[1] = lines[1].replace("res-b", "res-c")
+    edited = next(i for i, line in enumerate(lines) if '"res-b"' in line)
+    lines[edited] = lines[edited].replace('"res-b"', '"res-c"')
     log.paths.log.write_text("\n".join(lines) + "\n")
-    broken = _security_report(stack.sink_config)["audit_log"]
+    broken = _security_report(stack)["audit_log"]
     assert isinstance(broken, dict)
     assert broken["chain_ok"] is False
     assert broken["problem"]

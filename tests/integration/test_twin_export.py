@@ -25,6 +25,7 @@ from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import FieldValue, encode_line, vital_line
 from cloud_sink.twin import iso_utc
 from firmware_sims.services import InfluxServer
+from tests.support.access import access_section, person
 
 pytestmark = [pytest.mark.integration]
 
@@ -34,6 +35,8 @@ NEIGHBOUR = "fedcba9876543210fedcba9876543210"
 NEWCOMER = "00000000000000000000000000000001"
 PATCH, OXIMETER, CUFF, ROOM = "1" * 32, "2" * 32, "3" * 32, "4" * 32
 GATEWAY = "ward-7"
+# Access control and its audit are tested in test_access_audit.py; here an admin does it all.
+ADMIN = person("it-admin", "admin")
 runner = CliRunner()
 
 
@@ -61,14 +64,14 @@ dir = "state"
 [influxdb]
 url = "{influxdb.url}"
 database = "{isolation}"
-""",
+{access_section(ADMIN)}""",
         encoding="utf-8",
     )
     return path
 
 
 def cli(config: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(app, [*args, "--config", str(config)], terminal_width=200)
+    result = runner.invoke(app, [*args, "--config", str(config)], terminal_width=200, env=ADMIN.env)
     assert result.exit_code == code, result.output
     return result.output
 

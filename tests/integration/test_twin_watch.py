@@ -26,6 +26,7 @@ from cloud_sink.clinical import record_observation
 from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import vital_line
 from firmware_sims.services import InfluxServer, free_port
+from tests.support.access import access_section, person
 
 pytestmark = [pytest.mark.integration]
 
@@ -35,13 +36,16 @@ MONITOR = "6" * 32
 # Only turns a hung child into a failure; nothing here waits for a time to pass.
 HANG_GUARD_S = 60.0
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]|\r")
+# A watch's access check is tested in test_access_audit.py; here an admin watches.
+ADMIN = person("it-admin", "admin")
 runner = CliRunner()
 
 
 def _config(path: Path, url: str, database: str) -> Path:
     path.write_text(
         f'[mqtt]\nhost = "127.0.0.1"\nport = 1883\n\n[keyring]\ndir = "keyring"\n\n'
-        f'[state]\ndir = "state"\n\n[influxdb]\nurl = "{url}"\ndatabase = "{database}"\n',
+        f'[state]\ndir = "state"\n\n[influxdb]\nurl = "{url}"\ndatabase = "{database}"\n'
+        + access_section(ADMIN),
         encoding="utf-8",
     )
     return path
@@ -102,7 +106,7 @@ def _ward_row(frame: str) -> str:
 
 def test_the_ward_table_follows_the_data_until_ctrl_c(config: Path, influx: InfluxV1) -> None:
     _half_hour(influx)
-    env = {**os.environ, "COLUMNS": "220", "LINES": "100"}
+    env = {**os.environ, "COLUMNS": "220", "LINES": "100", **ADMIN.env}
     process = subprocess.Popen(
         _watch_argv(config, "--interval", "0.2"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -144,7 +148,9 @@ def test_the_ward_table_follows_the_data_until_ctrl_c(config: Path, influx: Infl
 def test_iterations_stop_the_watch_by_itself(config: Path, influx: InfluxV1) -> None:
     _half_hour(influx)
     result = runner.invoke(
-        app, ["twin", "watch", "--config", str(config), "--interval", "0.01", "--iterations", "2"]
+        app,
+        ["twin", "watch", "--config", str(config), "--interval", "0.01", "--iterations", "2"],
+        env=ADMIN.env,
     )
     assert result.exit_code == 0, result.output
     footers = [line for line in result.output.splitlines() if line.startswith("refresh ")]
@@ -195,7 +201,8 @@ def test_one_twin_redrawn_live_on_a_terminal_until_ctrl_c(config: Path, influx: 
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     process = subprocess.Popen(
         _watch_argv(config, "--patient", PATIENT, "--interval", "0.2"),
-        stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
+        stdin=slave, stdout=slave, stderr=slave,
+        env={**env, "TERM": "xterm-256color", **ADMIN.env},
     )  # fmt: skip
     os.close(slave)
     guard = threading.Timer(HANG_GUARD_S, process.kill)
@@ -223,7 +230,7 @@ def test_one_twin_redrawn_live_on_a_terminal_until_ctrl_c(config: Path, influx: 
 
 def test_watch_refuses_what_it_cannot_watch(config: Path, influx: InfluxV1, tmp_path: Path) -> None:
     def watch(*args: str, cfg: Path = config) -> tuple[int, str]:
-        result = runner.invoke(app, ["twin", "watch", "--config", str(cfg), *args])
+        result = runner.invoke(app, ["twin", "watch", "--config", str(cfg), *args], env=ADMIN.env)
         return result.exit_code, result.output
 
     code, output = watch("--interval", "0")
@@ -254,7 +261,7 @@ def test_a_database_outage_keeps_the_last_table_up_and_the_watch_recovers(
         config = _config(tmp_path / "sink.toml", server.url, isolation)
         process = subprocess.Popen(
             _watch_argv(config, "--interval", "0.1"), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "220"},
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "220", **ADMIN.env},
         )  # fmt: skip
         guard = threading.Timer(HANG_GUARD_S, process.kill)
         guard.start()

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from cloud_sink import cli_audit
-from cloud_sink.access import TOKEN_ENV, AccessPolicy, Identity, mint_token, parse_access
+from cloud_sink.access import TOKEN_ENV, mint_token, parse_access
 from cloud_sink.audit import AuditLog, AuditPaths, read_entries
 from cloud_sink.errors import ConfigError
 from edge_agent.protocol.settings import load
@@ -67,18 +67,16 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sink(config: Path, monkeypatch: pytest.MonkeyPatch) -> Sink:
-    """A sink with an admin and a researcher. The policy is handed to the commands directly:
-    until config.py carries [access], load_sink_config refuses that section as unknown."""
+def sink(config: Path) -> Sink:
+    """A sink whose config names an admin and a researcher in [access]."""
     admin_token, admin_sha = mint_token()
     researcher_token, researcher_sha = mint_token()
-    policy = AccessPolicy(
-        identities=(
-            Identity("boss", "admin", admin_sha),
-            Identity("ana", "researcher", researcher_sha),
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write(
+            f'\n[access]\n[[access.identities]]\nname = "boss"\nrole = "admin"\n'
+            f'token_sha256 = "{admin_sha}"\n\n[[access.identities]]\nname = "ana"\n'
+            f'role = "researcher"\ntoken_sha256 = "{researcher_sha}"\n'
         )
-    )
-    monkeypatch.setattr(cli_audit, "load_access_policy", lambda _config: policy)
     paths = AuditPaths.in_dir(config.parent / "state")
     log = AuditLog(paths)
     for n in range(4):

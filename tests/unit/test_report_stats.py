@@ -285,6 +285,12 @@ def test_access_figures_from_the_audit_log() -> None:
     share, denied = report.figures["exports_anonymised"], report.figures["access_denied"]
     assert (share.value, share.over, share.count, share.unit) == (40.0, "exports", 10, "%")
     assert denied.value == 3
+    # Blocked attempts: refusals of known identities plus failed authentications.
+    both = AccessFigures(exports_total=10, exports_anonymised=4, access_denied=3, auth_failures=2)
+    blocked = build_report(
+        _data(), since_ns=None, until_ns=T0, generated_ns=T0, access=both
+    ).figures["access_denied"]
+    assert (blocked.value, blocked.extra) == (5, {"access_denied": 3, "auth_failures": 2})
     none = build_report(
         _data(), since_ns=None, until_ns=T0, generated_ns=T0, access=AccessFigures(0, 0, 0)
     )

@@ -26,6 +26,7 @@ from cloud_sink.fhir import (
     group_readings,
     write_bundle,
 )
+from cloud_sink.fhir_anonymous import SHIFT_WEEKS_MAX, SHIFT_WEEKS_MIN, WEEK_NS, anonymise
 from cloud_sink.news2 import News2Inputs, score
 from cloud_sink.profiles import PatientProfile
 
@@ -382,3 +383,112 @@ def test_the_bundle_is_written_atomically_as_json(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.json"]
     with pytest.raises(ExportError, match="cannot write"):
         write_bundle(_bundle(), tmp_path / "missing" / "bundle.json", PATIENT)
+
+
+# --- the anonymised export (`export fhir --anonymised`, cloud_sink/fhir_anonymous.py) --------
+
+
+def _anonymous(data: ExportData | None = None) -> tuple[dict[str, Any], int]:
+    """An anonymised bundle of the test data (or `data`), as the command builds it; the shift."""
+    if data is None:
+        readings = _readings()
+        data = ExportData(
+            patient=PATIENT,
+            profile=PatientProfile(
+                PATIENT, "admitted", T0, 71, "female", ("COPD",), "pneumonia", "amoxicillin",
+                "2031-05-06",
+            ),
+            device_kinds={PATCH: "chest-patch", CUFF: "bp-cuff"},
+            readings=readings,
+            news2=_news2(readings),
+            since_ns=T0,
+        )  # fmt: skip
+    moved, shift_ns = anonymise(data)
+    return build_bundle(moved, GENERATED_NS + shift_ns, anonymised=True), shift_ns
+
+
+def test_the_anonymised_bundle_validates_and_meets_the_vital_signs_profiles() -> None:
+    bundle, _ = _anonymous()
+    validate_with_libraries(bundle)
+    assert list(check_vital_signs(bundle)) == []
+    assert bundle_counts(bundle) == bundle_counts(_bundle())
+
+
+def test_the_anonymised_bundle_holds_no_token_no_profile_text_and_no_linkable_id() -> None:
+    bundle, _ = _anonymous()
+    text = json.dumps(bundle)
+    for secret in (PATIENT, PATCH, OXIMETER, CUFF, "COPD", "pneumonia", "amoxicillin", "2031"):
+        assert secret not in text
+    # The pseudonymous export's resource ids are name-based on the tokens: none recur.
+    assert {e["resource"]["id"] for e in _bundle()["entry"]}.isdisjoint(
+        {e["resource"]["id"] for e in bundle["entry"]}
+    )
+    assert bundle["meta"]["security"][0]["code"] == "ANONYED"
+    (patient,) = _by_type(bundle, "Patient")
+    assert patient["meta"]["security"][0]["code"] == "ANONYED"
+    assert patient["identifier"][0]["system"] == "urn:bedside-twin:export-subject"
+    # Kept: sex and whether the stay is open; nothing else of the profile.
+    assert set(patient) == {"resourceType", "id", "meta", "identifier", "gender", "active"}
+    assert (patient["gender"], patient["active"]) == ("female", True)
+    devices = _by_type(bundle, "Device")
+    assert {d["identifier"][0]["system"] for d in devices} == {"urn:bedside-twin:export-device"}
+    assert sorted(d.get("type", {}).get("text", "-") for d in devices) == [
+        "-", "bp-cuff", "chest-patch",
+    ]  # fmt: skip
+
+
+def test_every_anonymised_export_has_new_ids_and_its_own_shift() -> None:
+    first, first_shift = _anonymous()
+    second, second_shift = _anonymous()
+    ids = {e["resource"]["id"] for e in first["entry"]}
+    assert ids.isdisjoint(e["resource"]["id"] for e in second["entry"])
+    (one,) = _by_type(first, "Patient")
+    (two,) = _by_type(second, "Patient")
+    assert one["identifier"][0]["value"] != two["identifier"][0]["value"]
+    # Shifts are drawn from 5219 whole weeks; two may coincide, so only their range is checked.
+    for shift in (first_shift, second_shift):
+        assert shift % WEEK_NS == 0
+        assert SHIFT_WEEKS_MIN <= shift // WEEK_NS <= SHIFT_WEEKS_MAX
+
+
+def test_anonymised_times_move_by_whole_weeks_keeping_intervals_and_time_of_day() -> None:
+    bundle, shift_ns = _anonymous()
+
+    def in_order(found: dict[str, Any]) -> list[tuple[int, str, str]]:
+        return sorted(
+            (_instant_ns(o["effectiveDateTime"]), o["code"]["text"], json.dumps(o.get("component")))
+            for o in _by_type(found, "Observation")
+        )
+
+    before, after = in_order(_bundle()), in_order(bundle)
+    assert len(before) == len(after) == 8
+    for (old_ns, *old_content), (new_ns, *new_content) in zip(before, after, strict=True):
+        assert new_content == old_content
+        assert new_ns - old_ns == shift_ns
+        # Whole weeks: the same weekday and the same time of day, decades later.
+        assert new_ns % (86_400 * S) == old_ns % (86_400 * S)
+    assert _instant_ns(bundle["timestamp"]) == GENERATED_NS + shift_ns
+    assert datetime.fromtimestamp(_instant_ns(bundle["timestamp"]) // S, tz=UTC).year >= 2070
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["heart_rate", "spo2", "bp_systolic", "bp_diastolic", "battery"]),
+            st.sampled_from([PATCH, OXIMETER, CUFF]),
+            st.integers(0, 10**12),
+            st.floats(0.0, 300.0, allow_nan=False),
+        ),
+        max_size=15,
+    )
+)
+@PROPERTY
+def test_any_readings_give_a_valid_anonymised_bundle_without_tokens(
+    rows: list[tuple[str, str, int, float]],
+) -> None:
+    readings = tuple(Reading(m, d, T0 + offset, v) for m, d, offset, v in rows)
+    bundle, _ = _anonymous(ExportData(PATIENT, None, {CUFF: "bp-cuff"}, readings, None, None))
+    validate_with_libraries(bundle)
+    assert list(check_vital_signs(bundle)) == []
+    text = json.dumps(bundle)
+    assert all(token not in text for token in (PATIENT, PATCH, OXIMETER, CUFF))
