@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -22,7 +24,6 @@ from cloud_sink.cli_guard import audit_log
 from cloud_sink.cli_report import REPORT_FILE, access_figures, write_outputs
 from cloud_sink.clinical import record_observation, ward, ward_table
 from cloud_sink.config import load_sink_config
-from cloud_sink.fhir import build_bundle, bundle_counts, read_export, write_bundle
 from cloud_sink.influx import InfluxV1
 from cloud_sink.profiles import admit, parse_changes
 from cloud_sink.report import build_report, read_population
@@ -116,11 +117,29 @@ def _alerts(console: Console, influx: InfluxV1) -> dict[str, int]:
     return counts
 
 
-def _fhir_export(influx: InfluxV1, patient: str, out: Path) -> dict[str, int]:
-    """The patient's twin as a FHIR R4 Bundle, as `cloud-sink export fhir` writes it."""
-    bundle = build_bundle(read_export(influx, patient, None), time.time_ns())
-    write_bundle(bundle, out, patient)
-    return bundle_counts(bundle)
+def _sink_command(stack: LocalStack, *args: str) -> str:
+    """A `cloud-sink` command as the stack's admin (token file), its stdout; checked and audited
+    like any other caller's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud_sink", *args, "-c", str(stack.sink_config),
+         "--token-file", str(stack.admin_token_file)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        msg = f"cloud-sink {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}"
+        raise ServiceError(msg)
+    return done.stdout
+
+
+def _fhir_exports(stack: LocalStack, patient: str, root: Path) -> dict[str, dict[str, int]]:
+    """`cloud-sink export fhir`, pseudonymous and --anonymised: resources per type of each."""
+    counts = {}
+    for name, extra in (("fhir-bundle.json", ()), ("fhir-anonymised.json", ("--anonymised",))):
+        _sink_command(stack, "export", "fhir", patient, "--out", str(root / name), *extra)
+        bundle = json.loads((root / name).read_text(encoding="utf-8"))
+        types = Counter(entry["resource"]["resourceType"] for entry in bundle["entry"])
+        counts[name] = dict(sorted(types.items()))
+    return counts
 
 
 # Made-up admissions for the simulated beds (docs/twin.md §profile): the population report's
@@ -228,15 +247,20 @@ def run(args: argparse.Namespace, root: Path) -> int:
             _twin_tables(console, influx)
             alerts = _alerts(console, influx)
             result = reconcile(entries, stored_vitals(influx))
-            fhir = _fhir_export(influx, entries[0].patient, root / "fhir-bundle.json")
-            console.print(
-                f"FHIR R4 bundle of patient {entries[0].patient[:12]}… in "
-                f"{root / 'fhir-bundle.json'}: {fhir}"
-            )
+            fhir = _fhir_exports(stack, entries[0].patient, root)
+            console.print(f"FHIR R4 bundles of patient {entries[0].patient[:12]}… in {root}:")
+            console.print(fhir)
             report = _population_report(influx, stack.sink_config, root / "report")
             console.print(
                 f"population report of {report['patients']} patients with "
                 f"{report['plots']} plots in {report['file']}"
+            )
+            figures = json.loads(_sink_command(stack, "security", "report", "--json"))
+            console.print(
+                f"security: {figures['envelopes_accepted']} envelopes accepted, "
+                f"{figures['rejections_total']} refused, encryption compliance "
+                f"{figures['encryption_compliance_pct']} %, audit chain "
+                f"{'intact' if (figures['audit_log'] or {}).get('chain_ok') else 'BROKEN'}"
             )
             # The ward view last: what a nurse would look at after all of the above.
             console.print(ward_table(ward(influx, time.time_ns())))
@@ -244,14 +268,17 @@ def run(args: argparse.Namespace, root: Path) -> int:
             stack.stop_all()
             influx.close()
     paths = _readings_by_path(entries)
-    ok = result.exact and all(paths.values()) and agent_rc == 0 and sink_rc == 0
+    # Everything stored arrived sealed, and the audit chain of the demo's commands holds.
+    secure = figures["encryption_compliance_pct"] == 100.0 and figures["audit_log"]["chain_ok"]
+    ok = result.exact and all(paths.values()) and agent_rc == 0 and sink_rc == 0 and secure
     summary = {
         "patients": args.patients,
         "duration_s": args.duration,
         "readings_generated": result.generated,
         "readings_stored": result.stored,
         "readings_by_path": paths,
-        "fhir_bundle": fhir,
+        "fhir_bundles": fhir,
+        "security": figures,
         "patients_admitted": admitted,
         "report": report,
         "stored_equals_generated": result.exact and result.stored == result.generated,
