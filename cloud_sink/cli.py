@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cloud_sink.access import Identity, Operation
-from cloud_sink.audit import DetailValue
+from cloud_sink.audit import AuditLog, AuditPaths, DetailValue
 from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
 from cloud_sink.cli_audit import access_app, audit_app
 from cloud_sink.cli_gateways import app as gateways_app
@@ -53,6 +53,7 @@ from cloud_sink.forecast import (
     ForecastInputError,
     VitalForecast,
 )
+from cloud_sink.identity import IdentityRegistry
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
@@ -159,6 +160,7 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
         topic_prefix=config.mqtt.topic_prefix,
         replay=ReplayGuard(config.state_dir / "replay.json"),
         dead_letter_file=config.state_dir / "dead-letter.jsonl",
+        identity=IdentityRegistry(config.state_dir, AuditLog(AuditPaths.in_dir(config.state_dir))),
     )
     consumer.start()
     try:

@@ -17,7 +17,8 @@ from typing import Final
 
 from cloud_sink.consumer import Inbound, MqttConsumer
 from cloud_sink.epochs import RetiredEpochError
-from cloud_sink.errors import DatabaseRejected, DatabaseUnavailable
+from cloud_sink.errors import CloudSinkError, DatabaseRejected, DatabaseUnavailable
+from cloud_sink.identity import IdentityRegistry
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.lineproto import encode_line
@@ -26,6 +27,7 @@ from cloud_sink.validate import MAX_FUTURE_SKEW_NS, MIN_TS_NS, frame_points
 from edge_agent.protocol import (
     CONTENT_FRAME_V1,
     AuthenticationError,
+    BindingEvent,
     Channel,
     EnvelopeError,
     Frame,
@@ -50,6 +52,7 @@ ROUTE_CACHE_LIMIT: Final = 65_536
 
 UNKNOWN_GATEWAY: Final = "unknown"
 """The gateway tag of a refusal whose topic names no valid gateway."""
+BINDING_RETRY_MAX_S: Final = 5.0
 ACCEPTED_REASON: Final = "accepted"
 """The reason tag of the `sink_security` points that count accepted envelopes."""
 
@@ -73,6 +76,8 @@ class SinkStats:
     refused_readings: Counter[str] = field(default_factory=Counter)
     dead_lettered_batches: int = 0
     replays_dropped: int = 0
+    bindings_stored: int = 0
+    binding_conflicts: int = 0
 
 
 def rejection_reason(exc: WireError) -> str:
@@ -100,6 +105,7 @@ class _Batch:
     vitals: int = 0
     started: float = 0.0
     accepted: dict[str, _Accepted] = field(default_factory=dict)
+    bindings: list[tuple[str, BindingEvent]] = field(default_factory=list)
 
     def count_accepted(self, frame: Frame, readings: int) -> None:
         counts = self.accepted.get(frame.gateway_id)
@@ -166,8 +172,10 @@ class SinkPipeline:
         topic_prefix: str,
         replay: ReplayGuard,
         dead_letter_file: Path | None = None,
+        identity: IdentityRegistry | None = None,
     ) -> None:
         self._consumer = consumer
+        self._identity = identity
         self._dead_letter_file = dead_letter_file
         self._keyring = keyring
         self._influx = influx
@@ -232,6 +240,12 @@ class SinkPipeline:
             msg = "topic, header and frame name different gateways"
             raise TopicError(msg)
         points = frame_points(frame)
+        if frame.bindings:
+            if self._identity is None:
+                # A pipeline built without a registry (tests) refuses them by name.
+                points.refused["binding_unsupported"] += len(frame.bindings)
+            else:
+                batch.bindings += [(frame.gateway_id, event) for event in frame.bindings]
         batch.lines += points.lines
         batch.count_accepted(frame, points.vitals)
         batch.vitals += points.vitals
@@ -344,11 +358,46 @@ class SinkPipeline:
         being synced; batches still finish strictly in order.
         """
         while (batch := await written.get()) is not None:
+            if batch.bindings:
+                await self._store_bindings(batch.bindings)
             if self._replay.fold(batch.marks) and self._replay.path is not None:
                 await asyncio.to_thread(self._replay.persist, self._replay.snapshot())
             # One write for the whole batch's PUBACKs, in receive order (MQTT 5.0 §4.6).
             self._consumer.ack_all(batch.messages)
             self.stats.messages_acked += len(batch.messages)
+
+    async def _store_bindings(self, bindings: list[tuple[str, BindingEvent]]) -> None:
+        """Into the identity registry before the batch is acknowledged, like its points: a
+        registry that cannot be written holds the acknowledgements back (and the broker keeps
+        the messages) rather than lose a binding."""
+        assert self._identity is not None  # noqa: S101 - bindings are kept only with one
+        by_gateway: dict[str, list[BindingEvent]] = {}
+        for gateway_id, event in bindings:
+            by_gateway.setdefault(gateway_id, []).append(event)
+        for gateway_id, events in by_gateway.items():
+            failures = 0
+            while True:
+                try:
+                    done = await asyncio.to_thread(self._identity.record, gateway_id, events)
+                    break
+                except CloudSinkError as exc:
+                    failures += 1
+                    delay_s = min(BINDING_RETRY_MAX_S, 0.5 * 2**failures)
+                    _LOGGER.error(  # noqa: TRY400 - the message names the file and why
+                        "bindings of gateway %s not stored (%s); retry in %.1f s",
+                        gateway_id,
+                        exc,
+                        delay_s,
+                    )
+                    await asyncio.sleep(delay_s)
+            self.stats.bindings_stored += done.stored
+            self.stats.binding_conflicts += done.conflicts
+            if done.conflicts:
+                _LOGGER.error(
+                    "gateway %s: %d binding events contradict the identity registry (refused)",
+                    gateway_id,
+                    done.conflicts,
+                )
 
     async def run(self, stop: asyncio.Event) -> SinkStats:
         """Take and open messages while earlier batches are written and acknowledged; batches

@@ -101,10 +101,7 @@ def frame_points(frame: Frame, now_ns: int | None = None) -> Points:
     out.lines.extend(_status_line(frame.gateway_id, status) for status in frame.statuses)
     if frame.gateway is not None:
         out.lines.append(_gateway_line(frame.gateway_id, frame.gateway))
-    if frame.bindings:
-        # The identity registry that stores bindings arrives with enrolment (issue #6); until
-        # then a binding is refused by name, never dropped silently.
-        out.refused["binding_unsupported"] += len(frame.bindings)
+    # Bindings are not points: the pipeline stores them in the identity registry.
     return out
 
 

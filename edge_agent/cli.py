@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edge_agent.binding_outbox import BindingOutbox
 from edge_agent.cli_pair import app as pair_app
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.detect import DetectionStage
@@ -181,6 +182,7 @@ async def _run_pipeline(
                 journal=journal,
                 recovered=recovered,
                 status_file=config.gateway.state_dir / STATUS_FILE,
+                binding_outbox=BindingOutbox(config.gateway.state_dir, master_secret),
             )
             return await pipeline.run(stop)
     finally:

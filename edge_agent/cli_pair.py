@@ -12,11 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edge_agent.binding_outbox import BindingOutbox
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.errors import EdgeAgentError, run_command
 from edge_agent.hardware import Hardware, open_hardware
 from edge_agent.pairing import BATTERY_CODE, Found, PairingError, listen, scan
-from edge_agent.protocol import by_code
+from edge_agent.protocol import BindingEvent, by_code
 from edge_agent.registry import (
     BLE_KINDS,
     REGISTRY_FILE,
@@ -51,6 +52,11 @@ def _load(config_file: Path) -> tuple[AgentConfig, Registry]:
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     return config, registry
+
+
+def _outbox(config: AgentConfig) -> BindingOutbox:
+    """Where the binding event waits for the agent to seal it (binding_outbox.py)."""
+    return BindingOutbox(config.gateway.state_dir, config.master_secret())
 
 
 def _binding_row(binding: Binding) -> dict[str, object]:
@@ -186,6 +192,15 @@ def add_command(
                     "switched on, in range and worn (or the port the right one)? Nothing was bound."
                 )
                 raise PairingError(msg)
+            try:
+                # The reference leaves the gateway only sealed, in this binding event.
+                event = BindingEvent(
+                    binding.device_token, binding.patient_token, "bound", binding.from_ns, patient
+                )
+                _outbox(settings).put(event)
+            except BaseException:
+                registry.discard(binding)
+                raise
             return binding, readings
 
     try:
@@ -235,9 +250,13 @@ def remove_command(
     config: ConfigOption = Path("configs/agent.toml"),
 ) -> None:
     """End a device's binding (kept in the registry, closed, for the record)."""
-    _settings, registry = _load(config)
+    settings, registry = _load(config)
     try:
         binding = registry.unbind(device)
+        assert binding.until_ns is not None  # noqa: S101 - unbind closes it
+        event = BindingEvent(binding.device_token, binding.patient_token, "unbound",
+                             binding.until_ns)  # fmt: skip
+        _outbox(settings).put(event)
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     _out.print(f"unbound {binding.log_name} from patient {binding.patient_token[:8]}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.binding_outbox import BindingOutbox, OutboxError
 from edge_agent.config import PipelineSettings, SpoolSettings
 from edge_agent.detect import DetectionStage
 from edge_agent.framer import Framer
@@ -39,6 +40,9 @@ _LOGGER = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
 CHUNK_READINGS = 512
 BASELINE_SAVE_INTERVAL_S = 60.0
+# How often the outbox of `edge-agent pair` is looked at: a binding reaches the sink seconds
+# after the nurse paired the device, whether the agent was running or not.
+BINDING_POLL_S = 2.0
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class PipelineStats:
     alerts_sent: int = 0
     readings_recovered: int = 0
     journal_errors: int = 0
+    bindings_sent: int = 0
 
 
 class AgentPipeline:
@@ -81,8 +86,11 @@ class AgentPipeline:
         journal: IntakeJournal | None = None,
         recovered: Sequence[Reading] = (),
         status_file: Path | None = None,
+        binding_outbox: BindingOutbox | None = None,
     ) -> None:
         self._settings = settings
+        self._binding_outbox = binding_outbox
+        self._outbox_errors_logged: set[Path] = set()
         self._spool_settings = spool_settings
         self._sealer = sealer
         self._publisher = publisher
@@ -231,6 +239,34 @@ class AgentPipeline:
                 self._new_frame.set()
                 return
 
+    async def _send_bindings(self, outbox: BindingOutbox) -> None:
+        """Seal the pending binding events into one frame; drop them from the outbox only once
+        that frame is committed to the spool (a crash in between sends them again: the sink
+        stores each binding once)."""
+        pending, errors = await asyncio.to_thread(outbox.pending)
+        for error in errors:
+            if error.path not in self._outbox_errors_logged:
+                self._outbox_errors_logged.add(error.path)
+                _LOGGER.error("%s; left in place, not sent", error)
+        if not pending:
+            return
+        frame = Frame(
+            self._gateway_id, time.time_ns(), bindings=tuple(item.event for item in pending)
+        )
+        await self.seal_and_spool(frame, self._telemetry_topic, Priority.CRITICAL)
+        await asyncio.to_thread(self._spool.flush)
+        await asyncio.to_thread(outbox.done, pending)
+        self.stats.bindings_sent += len(pending)
+        _LOGGER.info("%d binding events sealed and spooled", len(pending))
+
+    async def _binding_loop(self, outbox: BindingOutbox) -> None:
+        while True:
+            try:
+                await self._send_bindings(outbox)
+            except OutboxError as exc:
+                _LOGGER.error("%s; tried again in %.0f s", exc, BINDING_POLL_S)  # noqa: TRY400
+            await asyncio.sleep(BINDING_POLL_S)
+
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self._spool_settings.commit_interval_s)
@@ -362,6 +398,13 @@ class AgentPipeline:
             framer_task = group.create_task(self._frame_loop(), name="agent.framer")
             commit_task = group.create_task(self._commit_loop(), name="agent.spool-commit")
             status_task = group.create_task(self._status_loop(), name="agent.status")
+            background = [commit_task, status_task]
+            if self._binding_outbox is not None:
+                background.append(
+                    group.create_task(
+                        self._binding_loop(self._binding_outbox), name="agent.bindings"
+                    )
+                )
             workers = [
                 group.create_task(self._publish_worker(), name=f"agent.publisher[{n}]")
                 for n in range(self._spool_settings.inflight_window)
@@ -388,7 +431,7 @@ class AgentPipeline:
             _done, pending = await asyncio.wait(
                 [framer_task, *workers], timeout=self._settings.drain_timeout_s
             )
-            for task in (*pending, commit_task, status_task):
+            for task in (*pending, *background):
                 task.cancel()
         await asyncio.to_thread(self._spool.flush)
         if self._journal is not None:

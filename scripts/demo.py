@@ -37,7 +37,9 @@ from cloud_sink.twin import (
     wait_for_vitals,
 )
 from edge_agent.config import MAX_SIMULATED_PATIENTS
+from firmware_sims.ble.peripherals import SERIAL_NUMBER
 from firmware_sims.ledger import LedgerEntry, read_ledger, reconcile
+from firmware_sims.patient import SimulatedPatient
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 from firmware_sims.stack import LocalStack
 
@@ -187,6 +189,33 @@ def _population_report(influx: InfluxV1, sink_config: Path, out: Path) -> dict[s
     return {"file": str(out / REPORT_FILE), "plots": len(plots), "patients": len(data.population)}
 
 
+def _identifier_hits(root: Path, patients: int, seed: int) -> dict[str, int]:
+    """Every log the demo leaves in `root`, scanned for the simulated devices' Bluetooth
+    addresses (every spelling) and serial numbers: how often each kind of identifier appears."""
+    spellings: dict[str, str] = {}
+    for index in range(patients):
+        for device in SimulatedPatient(index, seed).devices:
+            address = device.peripheral.address
+            bare = address.replace(":", "")
+            for spelling in (
+                address,
+                address.lower(),
+                bare,
+                bare.lower(),
+                address.replace(":", "-"),
+                address.lower().replace(":", "-"),
+            ):
+                spellings[spelling] = "device address"
+            serial = device.peripheral.read_value(SERIAL_NUMBER).decode("ascii")
+            spellings[serial] = "device serial number"
+    hits: Counter[str] = Counter()
+    for log in sorted(root.rglob("*.log")):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        for spelling, kind in spellings.items():
+            hits[kind] += text.count(spelling)
+    return {kind: hits[kind] for kind in sorted(set(spellings.values()))}
+
+
 def _readings_by_path(entries: list[LedgerEntry]) -> dict[str, int]:
     """How many readings each device path delivered: BLE, implant receiver, bedside monitor."""
     paths = {"ble": 0, "implant": 0, "monitor": 0}
@@ -268,8 +297,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
             stack.stop_all()
             influx.close()
     paths = _readings_by_path(entries)
+    # After every process stopped, so every log is complete (kept with --keep).
+    identifier_hits = _identifier_hits(root, args.patients, args.seed)
     # Everything stored arrived sealed, and the audit chain of the demo's commands holds.
     secure = figures["encryption_compliance_pct"] == 100.0 and figures["audit_log"]["chain_ok"]
+    secure = secure and not any(identifier_hits.values())
     ok = result.exact and all(paths.values()) and agent_rc == 0 and sink_rc == 0 and secure
     summary = {
         "patients": args.patients,
@@ -279,6 +311,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         "readings_by_path": paths,
         "fhir_bundles": fhir,
         "security": figures,
+        "identifier_hits": identifier_hits,
         "patients_admitted": admitted,
         "report": report,
         "stored_equals_generated": result.exact and result.stored == result.generated,

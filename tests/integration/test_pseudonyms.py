@@ -20,8 +20,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_sink.audit import AuditLog, AuditPaths
+from cloud_sink.config import load_sink_config
+from cloud_sink.identity import IDENTITY_FILE, IdentityRegistry
 from cloud_sink.influx import InfluxV1
 from cloud_sink.twin import wait_for_vitals
+from edge_agent.binding_outbox import OUTBOX_DIR
 from edge_agent.protocol.keys import MASTER_SECRET_BYTES
 from edge_agent.protocol.settings import write_secret_file
 from firmware_sims.ble.peripherals import PERIPHERAL_KINDS, SERIAL_NUMBER, simulated_address
@@ -61,6 +65,22 @@ def _identifiers(monitor_port: str) -> dict[str, str]:
             f"{kind} serial number": serial,
         }
     return found
+
+
+def _bindings_reached_the_sink(stack: LocalStack, bindings: list[dict[str, str]]) -> str:
+    """The reference did travel, sealed: the binding events reached the sink's identity
+    registry (0600), each one audited by token. Returns the audit log's text, to be scanned."""
+    sink_state = load_sink_config(stack.sink_config).state_dir
+    (patient,) = {b["patient_token"] for b in bindings}
+    identity = IdentityRegistry(sink_state, None)
+    assert identity.resolve(patient, actor="test", role="admin") == REF
+    assert {identity.device_patient(b["device_token"]) for b in bindings} == {patient}
+    assert (sink_state / IDENTITY_FILE).stat().st_mode & 0o777 == 0o600
+    audit = AuditLog(AuditPaths.in_dir(sink_state))
+    stored = [e for e in audit.read()[0] if e.action == "binding"]
+    assert len(stored) == len(bindings)
+    assert {e.subject for e in stored} == {patient}
+    return audit.paths.log.read_text()
 
 
 def test_identifiers_never_reach_topics_logs_or_tags(
@@ -133,8 +153,10 @@ ledger_file = "ledger.jsonl"
         spy.disconnect()
         stack.stop_all()
         influx.close()
-    logs = agent_log.read_text() + stack.sink_log.read_text()
     registry = json.loads((tmp_path / "state" / "registry.json").read_text())
+    audit_log = _bindings_reached_the_sink(stack, registry["bindings"])
+    assert not list((tmp_path / "state" / OUTBOX_DIR).iterdir())  # every event sent
+    logs = agent_log.read_text() + stack.sink_log.read_text() + audit_log
     # Positive controls: the scan looks at real traffic that names the devices by pseudonym.
     device_tokens = {b["device_token"] for b in registry["bindings"]}
     assert device_tokens <= tag_values
