@@ -9,6 +9,7 @@ only. Bindings are idempotent: a redelivered event changes nothing and is not au
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -98,29 +99,43 @@ class IdentityRegistry:
         stored = unchanged = conflicts = 0
         audit: list[tuple[str, dict[str, str | int | bool | None]]] = []
         with self._lock:
-            for event in events:
-                change = self._apply(gateway_id, event)
-                if change is None:
-                    unchanged += 1
-                elif change == "conflict":
-                    conflicts += 1
-                    audit.append((event.patient_token, {"event": "conflict"}))
-                else:
-                    stored += 1
-                    audit.append((event.patient_token, {"event": change}))
-            if stored:
-                self._save()
-        if self._audit is not None:
-            for patient, detail in audit:
-                self._audit.append(
-                    actor=gateway_id,
-                    role="system",
-                    action="binding",
-                    outcome="ok" if detail["event"] != "conflict" else "failed",
-                    subject=patient,
-                    detail=detail,
-                )
+            # All or nothing: if the audit log or the file cannot be written, memory goes back
+            # to what the file holds, so the caller's retry does it all again (the audit log
+            # may then hold an entry twice, never miss one).
+            before = copy.deepcopy((self._patients, self._devices))
+            try:
+                for event in events:
+                    change = self._apply(gateway_id, event)
+                    if change is None:
+                        unchanged += 1
+                    elif change == "conflict":
+                        conflicts += 1
+                        audit.append((event.patient_token, {"event": "conflict"}))
+                    else:
+                        stored += 1
+                        audit.append((event.patient_token, {"event": change}))
+                self._write_audit(gateway_id, audit)
+                if stored:
+                    self._save()
+            except BaseException:
+                self._patients, self._devices = before
+                raise
         return Recorded(stored, unchanged, conflicts)
+
+    def _write_audit(
+        self, gateway_id: str, entries: list[tuple[str, dict[str, str | int | bool | None]]]
+    ) -> None:
+        if self._audit is None:
+            return
+        for patient, detail in entries:
+            self._audit.append(
+                actor=gateway_id,
+                role="system",
+                action="binding",
+                outcome="ok" if detail["event"] != "conflict" else "failed",
+                subject=patient,
+                detail=detail,
+            )
 
     def _apply(self, gateway_id: str, event: BindingEvent) -> str | None:
         """'bound' / 'unbound' when something changed, 'conflict' when refused, else None."""

@@ -80,3 +80,24 @@ def test_a_registry_others_can_read_or_that_is_garbage_is_refused(tmp_path: Path
     path.write_text(json.dumps({"patients": []}))
     with pytest.raises(IdentityError, match="unreadable"):
         _registry(tmp_path)
+
+
+def test_a_failed_write_changes_nothing_so_the_retry_stores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, audit = _registry(tmp_path)
+    event = BindingEvent(D1, P1, "bound", T0, REF)
+    real_save = IdentityRegistry._save
+
+    def failing_save(self: IdentityRegistry) -> None:
+        raise IdentityError(self.path, "cannot write: No space left on device")
+
+    monkeypatch.setattr(IdentityRegistry, "_save", failing_save)
+    with pytest.raises(IdentityError, match="No space"):
+        registry.record("ward-1", [event])
+    monkeypatch.setattr(IdentityRegistry, "_save", real_save)
+    assert registry.record("ward-1", [event]).stored == 1  # not "unchanged": memory rolled back
+    assert IdentityRegistry(tmp_path, None).resolve(P1, actor="a", role="admin") == REF
+    # The audit log over-records (the failed try's entry stays), never under-records.
+    entries, _ = audit.read()
+    assert [e.action for e in entries] == ["binding", "binding"]
