@@ -185,7 +185,3 @@ class IdentityRegistry:
         with self._lock:
             device = self._devices.get(device_token)
         return None if device is None else str(device.get("patient"))
-
-    @property
-    def patients(self) -> int:
-        return len(self._patients)

@@ -442,7 +442,8 @@ class PopulationData:
     security: SecurityCounts
 
 
-def _time_where(since_ns: int | None, until_ns: int) -> str:
+def time_where(since_ns: int | None, until_ns: int) -> str:
+    """The InfluxQL time condition of a report window (since None: from the beginning)."""
     lower = "" if since_ns is None else f"time >= {since_ns} AND "
     return f"{lower}time <= {until_ns}"
 
@@ -658,7 +659,7 @@ def read_population(influx: InfluxV1, since_ns: int | None, until_ns: int) -> Po
     """Query everything the report needs for the window [since, until] (since None: all data)."""
     if since_ns is not None and since_ns > until_ns:
         raise ReportError(_WINDOW, f"--since ({iso_utc(since_ns)}) lies in the future")
-    window = _time_where(since_ns, until_ns)
+    window = time_where(since_ns, until_ns)
     profiles, in_stay = _profiles(influx, since_ns, until_ns)
     monitored, vital_devices = _monitored(influx, window)
     population = frozenset(monitored | in_stay)

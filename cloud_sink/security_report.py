@@ -19,6 +19,7 @@ from typing import Final
 from cloud_sink.audit import AuditLog, AuditPaths, AuditSummary, VerifyResult
 from cloud_sink.influx import InfluxV1, Series
 from cloud_sink.pipeline import ACCEPTED_REASON
+from cloud_sink.report import time_where
 from cloud_sink.twin import iso_utc
 
 _NS_PER_S: Final = 1_000_000_000
@@ -62,11 +63,6 @@ class SecurityReport:
     """None when the sink has no audit log yet (nothing was ever audited)."""
 
 
-def _window(since_ns: int | None, until_ns: int) -> str:
-    lower = "" if since_ns is None else f"time >= {since_ns} AND "
-    return f"{lower}time <= {until_ns}"
-
-
 def _sums(series: list[Series]) -> tuple[Counter[str], int, int]:
     rejected: Counter[str] = Counter()
     accepted = readings = 0
@@ -84,7 +80,7 @@ def _sums(series: list[Series]) -> tuple[Counter[str], int, int]:
 
 def read_sink_counts(influx: InfluxV1, since_ns: int | None, until_ns: int) -> SinkCounts:
     """Two queries: the sink's counters by reason, and the number of stored readings."""
-    where = _window(since_ns, until_ns)
+    where = time_where(since_ns, until_ns)
     security = influx.query(
         'SELECT sum("rejected") AS "rejected", sum("accepted") AS "accepted", '  # noqa: S608
         f'sum("readings") AS "readings" FROM "sink_security" WHERE {where} GROUP BY "reason"'

@@ -37,7 +37,7 @@ from cloud_sink.twin import (
     wait_for_vitals,
 )
 from edge_agent.config import MAX_SIMULATED_PATIENTS
-from firmware_sims.ble.peripherals import SERIAL_NUMBER
+from firmware_sims.ble.peripherals import SERIAL_NUMBER, address_spellings
 from firmware_sims.ledger import LedgerEntry, read_ledger, reconcile
 from firmware_sims.patient import SimulatedPatient
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
@@ -195,16 +195,7 @@ def _identifier_hits(root: Path, patients: int, seed: int) -> dict[str, int]:
     spellings: dict[str, str] = {}
     for index in range(patients):
         for device in SimulatedPatient(index, seed).devices:
-            address = device.peripheral.address
-            bare = address.replace(":", "")
-            for spelling in (
-                address,
-                address.lower(),
-                bare,
-                bare.lower(),
-                address.replace(":", "-"),
-                address.lower().replace(":", "-"),
-            ):
+            for spelling in address_spellings(device.peripheral.address):
                 spellings[spelling] = "device address"
             serial = device.peripheral.read_value(SERIAL_NUMBER).decode("ascii")
             spellings[serial] = "device serial number"

@@ -210,6 +210,14 @@ def simulated_address(patient: int, device: int) -> str:
     return f"C6:B7:{(patient >> 8) & 0xFF:02X}:{patient & 0xFF:02X}:{device & 0xFF:02X}:01"
 
 
+def address_spellings(address: str) -> tuple[str, ...]:
+    """Every way a log or a tool might write a Bluetooth address: what a scan for leaked device
+    identifiers has to look for (colons, dashes or none; upper or lower case)."""
+    bare = address.replace(":", "")
+    dashed = address.replace(":", "-")
+    return (address, address.lower(), bare, bare.lower(), dashed, dashed.lower())
+
+
 def _whole_seconds(ts_ns: int) -> int:
     return ts_ns // 1_000_000_000 * 1_000_000_000
 

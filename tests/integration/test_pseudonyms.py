@@ -28,7 +28,12 @@ from cloud_sink.twin import wait_for_vitals
 from edge_agent.binding_outbox import OUTBOX_DIR
 from edge_agent.protocol.keys import MASTER_SECRET_BYTES
 from edge_agent.protocol.settings import write_secret_file
-from firmware_sims.ble.peripherals import PERIPHERAL_KINDS, SERIAL_NUMBER, simulated_address
+from firmware_sims.ble.peripherals import (
+    PERIPHERAL_KINDS,
+    SERIAL_NUMBER,
+    address_spellings,
+    simulated_address,
+)
 from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import PRESETS_FILE, LocalStack
 
@@ -55,15 +60,8 @@ def _identifiers(monitor_port: str) -> dict[str, str]:
         address = simulated_address(0, kinds.index(kind) + 1)
         peripheral = PERIPHERAL_KINDS[kind](address, seed=SEED)
         serial = peripheral.read_value(SERIAL_NUMBER).decode()
-        bare = address.replace(":", "")
-        found |= {
-            f"{kind} address": address,
-            f"{kind} address (lower)": address.lower(),
-            f"{kind} address (bare)": bare,
-            f"{kind} address (bare lower)": bare.lower(),
-            f"{kind} address (dashes)": address.replace(":", "-"),
-            f"{kind} serial number": serial,
-        }
+        found |= {f"{kind} address {n}": s for n, s in enumerate(address_spellings(address))}
+        found[f"{kind} serial number"] = serial
     return found
 
 
