@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -138,8 +139,8 @@ async def _run_pipeline(
             presets = load_presets(config.filters.presets_file)
         except FilterError as exc:
             raise EdgeAgentError(str(exc)) from exc
-        # Compiles the kernels once, or loads them from numba's on-disk cache.
-        await asyncio.to_thread(warm_up)
+        # Loads the kernels' ahead-of-time build (building it once per version), else numba's JIT.
+        await asyncio.to_thread(functools.partial(warm_up, ahead_of_time=True))
         detection = DetectionStage(presets)
         await asyncio.to_thread(detection.load_baselines, config.gateway.state_dir / BASELINES)
     else:

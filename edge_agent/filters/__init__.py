@@ -1,6 +1,7 @@
 """Streaming anomaly filters of the edge agent: numba kernels, their typed bank and presets."""
 
 from edge_agent.filters import flags
+from edge_agent.filters.aot import KernelBuild
 from edge_agent.filters.bank import (
     Baseline,
     BaselineStore,
@@ -8,9 +9,11 @@ from edge_agent.filters.bank import (
     KernelCacheInfo,
     SeriesKey,
     kernel_cache_info,
+    kernels_in_use,
     warm_up,
 )
 from edge_agent.filters.errors import (
+    AheadOfTimeError,
     BaselineFileError,
     FilterError,
     FilterInputError,
@@ -29,12 +32,14 @@ from edge_agent.filters.state import SeriesSnapshot
 __all__ = [
     "ALL_DETECTORS",
     "DETECTOR_BITS",
+    "AheadOfTimeError",
     "Baseline",
     "BaselineFileError",
     "BaselineStore",
     "FilterBank",
     "FilterError",
     "FilterInputError",
+    "KernelBuild",
     "KernelCacheInfo",
     "MetricPreset",
     "PresetError",
@@ -44,6 +49,7 @@ __all__ = [
     "UnknownMetricError",
     "flags",
     "kernel_cache_info",
+    "kernels_in_use",
     "load_presets",
     "warm_up",
 ]

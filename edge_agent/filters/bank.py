@@ -1,4 +1,9 @@
-"""The filter bank: typed wrapper around the numba kernels, per-series state and saved baselines."""
+"""The filter bank: typed wrapper around the numba kernels, per-series state and saved baselines.
+
+The kernels run either as built ahead of time (aot.py: no numba in the process) once
+`warm_up(ahead_of_time=True)` has loaded that build, or through numba's JIT (kernels.py),
+imported on first use, so a process that never filters never loads numba.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.filters import kernels as k
+from edge_agent.filters import aot, layout
+from edge_agent.filters.aot import KernelBuild, ProcessKernel
 from edge_agent.filters.errors import BaselineFileError, FilterInputError
 from edge_agent.filters.presets import (
     ALL_DETECTORS,
@@ -191,35 +196,35 @@ def _baseline_row(source: str, index: int, row: object) -> tuple[SeriesKey, Base
 
 
 def _float_row(preset: MetricPreset) -> list[float]:
-    row = [0.0] * k.FLOAT_PARAMS
-    row[k.FP_MIN] = preset.plausible_min
-    row[k.FP_MAX] = preset.plausible_max
-    row[k.FP_HAMPEL_K] = preset.hampel_threshold
-    row[k.FP_HAMPEL_FLOOR] = preset.hampel_floor
-    row[k.FP_EWMA_ALPHA] = preset.ewma_alpha
-    row[k.FP_EWMA_Z_HIGH] = preset.ewma_z_high
-    row[k.FP_EWMA_Z_LOW] = preset.ewma_z_low
-    row[k.FP_EWMA_SD_FLOOR] = preset.ewma_sd_floor
-    row[k.FP_EWMA_WINSOR_Z] = preset.ewma_winsor_z
-    row[k.FP_CUSUM_K] = preset.cusum_k
-    row[k.FP_CUSUM_H] = preset.cusum_h
-    row[k.FP_CUSUM_CLAMP] = preset.cusum_clamp
-    row[k.FP_BASELINE_SD_FLOOR] = preset.baseline_sd_floor
-    row[k.FP_RATE_DELTA] = preset.rate_max_delta
+    row = [0.0] * layout.FLOAT_PARAMS
+    row[layout.FP_MIN] = preset.plausible_min
+    row[layout.FP_MAX] = preset.plausible_max
+    row[layout.FP_HAMPEL_K] = preset.hampel_threshold
+    row[layout.FP_HAMPEL_FLOOR] = preset.hampel_floor
+    row[layout.FP_EWMA_ALPHA] = preset.ewma_alpha
+    row[layout.FP_EWMA_Z_HIGH] = preset.ewma_z_high
+    row[layout.FP_EWMA_Z_LOW] = preset.ewma_z_low
+    row[layout.FP_EWMA_SD_FLOOR] = preset.ewma_sd_floor
+    row[layout.FP_EWMA_WINSOR_Z] = preset.ewma_winsor_z
+    row[layout.FP_CUSUM_K] = preset.cusum_k
+    row[layout.FP_CUSUM_H] = preset.cusum_h
+    row[layout.FP_CUSUM_CLAMP] = preset.cusum_clamp
+    row[layout.FP_BASELINE_SD_FLOOR] = preset.baseline_sd_floor
+    row[layout.FP_RATE_DELTA] = preset.rate_max_delta
     return row
 
 
 def _int_row(preset: MetricPreset, detectors: int) -> list[int]:
-    row = [0] * k.INT_PARAMS
-    row[k.IP_DETECTORS] = preset.detectors & detectors
-    row[k.IP_BAD_QUALITY_MASK] = preset.bad_quality_mask
-    row[k.IP_DROPOUT_NS] = preset.dropout_ns
-    row[k.IP_HAMPEL_WINDOW] = preset.hampel_window
-    row[k.IP_EWMA_WARMUP] = preset.ewma_warmup
-    row[k.IP_BASELINE_SAMPLES] = preset.baseline_samples
-    row[k.IP_RATE_WINDOW_NS] = preset.rate_window_ns
-    row[k.IP_FLATLINE_NS] = preset.flatline_ns
-    row[k.IP_SENTINELS] = len(preset.sentinels)
+    row = [0] * layout.INT_PARAMS
+    row[layout.IP_DETECTORS] = preset.detectors & detectors
+    row[layout.IP_BAD_QUALITY_MASK] = preset.bad_quality_mask
+    row[layout.IP_DROPOUT_NS] = preset.dropout_ns
+    row[layout.IP_HAMPEL_WINDOW] = preset.hampel_window
+    row[layout.IP_EWMA_WARMUP] = preset.ewma_warmup
+    row[layout.IP_BASELINE_SAMPLES] = preset.baseline_samples
+    row[layout.IP_RATE_WINDOW_NS] = preset.rate_window_ns
+    row[layout.IP_FLATLINE_NS] = preset.flatline_ns
+    row[layout.IP_SENTINELS] = len(preset.sentinels)
     return row
 
 
@@ -272,7 +277,8 @@ class FilterBank:
 
     Each series is one (device, metric) pair with its own preset and state rows. `process` may be
     called with any chunking of a series: the flags are those of the whole series in one call.
-    Not thread-safe: call it from one thread at a time (the kernel itself releases the GIL).
+    Not thread-safe: call it from one thread at a time (the JIT kernel releases the GIL, the
+    ahead-of-time one holds it).
     """
 
     def __init__(
@@ -286,11 +292,11 @@ class FilterBank:
         self._hampel_width = max((p.hampel_window for p in known), default=3)
         self._baseline_width = max((p.baseline_samples for p in known), default=1)
         capacity = max(1, initial_capacity)
-        self._fparams = np.zeros((capacity, k.FLOAT_PARAMS), np.float64)
-        self._iparams = np.zeros((capacity, k.INT_PARAMS), np.int64)
+        self._fparams = np.zeros((capacity, layout.FLOAT_PARAMS), np.float64)
+        self._iparams = np.zeros((capacity, layout.INT_PARAMS), np.int64)
         self._sentinels = np.zeros((capacity, MAX_SENTINELS), np.float64)
-        self._fstate = np.zeros((capacity, k.FLOAT_STATE), np.float64)
-        self._istate = np.zeros((capacity, k.INT_STATE), np.int64)
+        self._fstate = np.zeros((capacity, layout.FLOAT_STATE), np.float64)
+        self._istate = np.zeros((capacity, layout.INT_STATE), np.int64)
         self._hampel_ring = np.zeros((capacity, self._hampel_width), np.float64)
         self._hampel_sorted = np.zeros((capacity, self._hampel_width), np.float64)
         self._baseline_buf = np.zeros((capacity, self._baseline_width), np.float64)
@@ -323,10 +329,10 @@ class FilterBank:
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
-    def _params(self) -> k.Params:
+    def _params(self) -> layout.Params:
         return (self._fparams, self._iparams, self._sentinels)
 
-    def _state(self) -> k.State:
+    def _state(self) -> layout.State:
         return (
             self._fstate,
             self._istate,
@@ -399,7 +405,7 @@ class FilterBank:
         out = np.empty(count, np.uint32)
         if count:
             readings = (ids, ts, value_array, quality_array)
-            invalid = k.process(readings, len(self._keys), self._params(), self._state(), out)
+            invalid = _kernel()(readings, len(self._keys), self._params(), self._state(), out)
             if invalid >= 0:
                 # Nothing was processed. A bad timestamp anywhere is reported first, as before.
                 _checked_int("ts_ns", ts, 0, _INT64_MAX, np.int64)
@@ -413,55 +419,55 @@ class FilterBank:
         s = series_id
         ist = self._istate[s]
         fst = self._fstate[s]
-        seen = int(ist[k.IS_SEEN])
-        window = int(self._iparams[s, k.IP_HAMPEL_WINDOW])
-        h_count = int(ist[k.IS_HAMPEL_COUNT])
-        h_pos = int(ist[k.IS_HAMPEL_POS])
+        seen = int(ist[layout.IS_SEEN])
+        window = int(self._iparams[s, layout.IP_HAMPEL_WINDOW])
+        h_count = int(ist[layout.IS_HAMPEL_COUNT])
+        h_pos = int(ist[layout.IS_HAMPEL_POS])
         ring = self._hampel_ring[s]
         if h_count < window:
             hampel = [float(v) for v in ring[:h_count]]
         else:
             hampel = [float(ring[(h_pos + j) % window]) for j in range(window)]
-        head = int(ist[k.IS_RATE_HEAD])
+        head = int(ist[layout.IS_RATE_HEAD])
         rate_window = tuple(
             (
                 int(self._rate_ts[s, (head + j) % RATE_CAPACITY]),
                 float(self._rate_values[s, (head + j) % RATE_CAPACITY]),
             )
-            for j in range(int(ist[k.IS_RATE_COUNT]))
+            for j in range(int(ist[layout.IS_RATE_COUNT]))
         )
-        ready = ist[k.IS_BASELINE_READY] == 1
-        flat = ist[k.IS_FLAT_SET] == 1
+        ready = ist[layout.IS_BASELINE_READY] == 1
+        flat = ist[layout.IS_FLAT_SET] == 1
         return SeriesSnapshot(
             samples_seen=seen,
-            last_ts_ns=int(ist[k.IS_LAST_TS]) if seen else None,
+            last_ts_ns=int(ist[layout.IS_LAST_TS]) if seen else None,
             hampel_window=tuple(hampel),
-            ewma_count=int(ist[k.IS_EWMA_COUNT]),
-            ewma_mean=float(fst[k.FS_EWMA_MEAN]),
-            ewma_var=float(fst[k.FS_EWMA_VAR]),
-            baseline_progress=int(ist[k.IS_BASELINE_COUNT]),
-            baseline=float(fst[k.FS_BASELINE]) if ready else None,
-            baseline_sd=float(fst[k.FS_BASELINE_SD]) if ready else None,
-            baseline_at_ns=int(ist[k.IS_BASELINE_AT_NS]) if ready else None,
-            cusum_high=float(fst[k.FS_CUSUM_HIGH]),
-            cusum_low=float(fst[k.FS_CUSUM_LOW]),
+            ewma_count=int(ist[layout.IS_EWMA_COUNT]),
+            ewma_mean=float(fst[layout.FS_EWMA_MEAN]),
+            ewma_var=float(fst[layout.FS_EWMA_VAR]),
+            baseline_progress=int(ist[layout.IS_BASELINE_COUNT]),
+            baseline=float(fst[layout.FS_BASELINE]) if ready else None,
+            baseline_sd=float(fst[layout.FS_BASELINE_SD]) if ready else None,
+            baseline_at_ns=int(ist[layout.IS_BASELINE_AT_NS]) if ready else None,
+            cusum_high=float(fst[layout.FS_CUSUM_HIGH]),
+            cusum_low=float(fst[layout.FS_CUSUM_LOW]),
             rate_window=rate_window,
-            flat_value=float(fst[k.FS_FLAT_VALUE]) if flat else None,
-            flat_start_ns=int(ist[k.IS_FLAT_START_NS]) if flat else None,
+            flat_value=float(fst[layout.FS_FLAT_VALUE]) if flat else None,
+            flat_start_ns=int(ist[layout.IS_FLAT_START_NS]) if flat else None,
         )
 
     def baselines(self) -> BaselineStore:
         """The baselines learned (or restored) so far, ready to `save`."""
         store = BaselineStore()
         for s, key in enumerate(self._keys):
-            if self._istate[s, k.IS_BASELINE_READY] == 1:
+            if self._istate[s, layout.IS_BASELINE_READY] == 1:
                 store.put(
                     key,
                     Baseline(
-                        value=float(self._fstate[s, k.FS_BASELINE]),
-                        sd=float(self._fstate[s, k.FS_BASELINE_SD]),
-                        samples=int(self._istate[s, k.IS_BASELINE_COUNT]),
-                        learned_at_ns=int(self._istate[s, k.IS_BASELINE_AT_NS]),
+                        value=float(self._fstate[s, layout.FS_BASELINE]),
+                        sd=float(self._fstate[s, layout.FS_BASELINE_SD]),
+                        samples=int(self._istate[s, layout.IS_BASELINE_COUNT]),
+                        learned_at_ns=int(self._istate[s, layout.IS_BASELINE_AT_NS]),
                     ),
                 )
         return store
@@ -477,26 +483,26 @@ class FilterBank:
                 _LOGGER.warning("baseline for metric %s skipped: no filter preset", key.metric)
                 continue
             s = self.series_id(key.device, key.metric)
-            self._fstate[s, k.FS_BASELINE] = baseline.value
-            self._fstate[s, k.FS_BASELINE_SD] = baseline.sd
-            self._fstate[s, k.FS_CUSUM_HIGH] = 0.0
-            self._fstate[s, k.FS_CUSUM_LOW] = 0.0
-            self._istate[s, k.IS_BASELINE_COUNT] = baseline.samples
-            self._istate[s, k.IS_BASELINE_AT_NS] = baseline.learned_at_ns
-            self._istate[s, k.IS_BASELINE_READY] = 1
+            self._fstate[s, layout.FS_BASELINE] = baseline.value
+            self._fstate[s, layout.FS_BASELINE_SD] = baseline.sd
+            self._fstate[s, layout.FS_CUSUM_HIGH] = 0.0
+            self._fstate[s, layout.FS_CUSUM_LOW] = 0.0
+            self._istate[s, layout.IS_BASELINE_COUNT] = baseline.samples
+            self._istate[s, layout.IS_BASELINE_AT_NS] = baseline.learned_at_ns
+            self._istate[s, layout.IS_BASELINE_READY] = 1
             applied += 1
         return applied
 
     def reset_baseline(self, series_id: int) -> None:
         """Forget the series' baseline (e.g. after a clinical change) so it is learned again."""
         self._check_id(series_id)
-        self._fstate[series_id, k.FS_BASELINE] = 0.0
-        self._fstate[series_id, k.FS_BASELINE_SD] = 0.0
-        self._fstate[series_id, k.FS_CUSUM_HIGH] = 0.0
-        self._fstate[series_id, k.FS_CUSUM_LOW] = 0.0
-        self._istate[series_id, k.IS_BASELINE_COUNT] = 0
-        self._istate[series_id, k.IS_BASELINE_AT_NS] = 0
-        self._istate[series_id, k.IS_BASELINE_READY] = 0
+        self._fstate[series_id, layout.FS_BASELINE] = 0.0
+        self._fstate[series_id, layout.FS_BASELINE_SD] = 0.0
+        self._fstate[series_id, layout.FS_CUSUM_HIGH] = 0.0
+        self._fstate[series_id, layout.FS_CUSUM_LOW] = 0.0
+        self._istate[series_id, layout.IS_BASELINE_COUNT] = 0
+        self._istate[series_id, layout.IS_BASELINE_AT_NS] = 0
+        self._istate[series_id, layout.IS_BASELINE_READY] = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -545,10 +551,33 @@ _WARM_UP_PRESET: Final = MetricPreset(
 )
 
 
-def warm_up() -> None:
-    """Compile every entry kernel, or load it from numba's on-disk cache, before readings arrive.
+@dataclass(slots=True)
+class _Selection:
+    kernel: ProcessKernel | None = None
+    build: KernelBuild | None = None
 
-    Nothing here changes numba's configuration. On a gateway the cache lives where numba puts it:
+
+_SELECTED: Final = _Selection()
+"""The kernel every bank of this process runs; chosen once, by warm_up or by the first call."""
+
+
+def _kernel() -> ProcessKernel:
+    kernel = _SELECTED.kernel
+    if kernel is None:
+        from edge_agent.filters import kernels  # noqa: PLC0415 - numba only when the JIT runs
+
+        kernel = _SELECTED.kernel = kernels.process
+    return kernel
+
+
+def warm_up(*, ahead_of_time: bool = False) -> KernelBuild:
+    """Make the kernels ready before readings arrive; returns which ones run.
+
+    With `ahead_of_time` (what the agent does) the ahead-of-time build is loaded, built first in
+    a child process when this version has none yet (3-5 s, once); numba is then never imported.
+    When that build cannot be had (`KernelBuild.reason`, logged as a warning) or without the
+    flag, numba's JIT compiles the kernels or loads them from its on-disk cache. Nothing here
+    changes numba's configuration. On a gateway numba's cache lives where numba puts it:
     `NUMBA_CACHE_DIR` when set (a systemd unit can point it at the agent's cache folder), else
     `__pycache__` beside kernels.py when writable, else the user cache (`~/.cache/numba`); with
     none writable the kernels compile at every start (kernels.njit). An index entry is keyed by
@@ -557,21 +586,49 @@ def warm_up() -> None:
     another CPU, recompiles once (1.8 s on the 2-core test machine) and rewrites the entry; stale
     files are never loaded. A cached start takes 0.13 s. See docs/filters.md.
     """
+    if ahead_of_time:
+        kernel, build = aot.load_or_build()
+        _SELECTED.build = build
+        if kernel is not None:
+            _SELECTED.kernel = kernel
+            built = "" if build.built_s is None else f" (built now in {build.built_s:.1f} s)"
+            _LOGGER.info("filter kernels: ahead-of-time build %s%s", build.path, built)
+        else:
+            _LOGGER.warning("filter kernels run on numba's JIT: %s", build.reason)
     bank = FilterBank(Presets.of(_WARM_UP_PRESET), initial_capacity=1)
     series = bank.series_id("warm-up", "heart_rate")
     ts_ns = np.arange(8, dtype=np.int64) * 1_000_000_000
     values = np.array([70.0, 71.0, 70.0, 150.0, math.nan, 70.0, 70.0, 70.0])
     bank.process(series, ts_ns, values, np.zeros(8, np.uint32))
+    return kernels_in_use()
+
+
+def kernels_in_use() -> KernelBuild:
+    """Which kernels the banks of this process run (the JIT until warm_up chose otherwise)."""
+    build = _SELECTED.build
+    if build is not None and (build.ahead_of_time or _SELECTED.kernel is not None):
+        return build
+    return KernelBuild(
+        ahead_of_time=False,
+        path=None,
+        built_s=None,
+        reason="numba's JIT: no ahead-of-time build was asked for",
+    )
 
 
 def kernel_cache_info() -> tuple[KernelCacheInfo, ...]:
     """Per entry kernel: compiled signatures and numba's cache hits and misses in this process.
 
     After `warm_up()` in a fresh process, hits > 0 and misses == 0 mean nothing was compiled.
+    A diagnostic of the JIT: it imports numba, also when the ahead-of-time build runs.
     """
+    import numba  # noqa: PLC0415 - a diagnostic of the JIT; the agent itself may run without it
+
+    from edge_agent.filters import kernels  # noqa: PLC0415
+
     jit = not getattr(numba.config, "DISABLE_JIT", 0)
     infos: list[KernelCacheInfo] = []
-    for name, kernel in k.ENTRY_KERNELS.items():
+    for name, kernel in kernels.ENTRY_KERNELS.items():
         stats: Any = getattr(kernel, "stats", None)
         signatures: Any = getattr(kernel, "signatures", ())
         infos.append(

@@ -9,6 +9,15 @@ class FilterError(EdgeAgentError):
     """Root of the filter bank's errors."""
 
 
+class AheadOfTimeError(FilterError):
+    """The ahead-of-time build of the kernels cannot be used (`reason` says why); the filter
+    bank then runs numba's JIT, so this is logged, never raised to the agent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"ahead-of-time filter kernels: {reason}")
+        self.reason = reason
+
+
 class FilterInputError(FilterError):
     """The arrays handed to the bank cannot be processed; the caller must fix them.
 

@@ -30,8 +30,6 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast
 
 import numba
-import numpy as np
-import numpy.typing as npt
 
 from edge_agent.filters.flags import (
     CUSUM_HIGH,
@@ -49,6 +47,56 @@ from edge_agent.filters.flags import (
     UNUSABLE,
     WARMUP,
 )
+from edge_agent.filters.layout import (
+    F64,
+    FP_BASELINE_SD_FLOOR,
+    FP_CUSUM_CLAMP,
+    FP_CUSUM_H,
+    FP_CUSUM_K,
+    FP_EWMA_ALPHA,
+    FP_EWMA_SD_FLOOR,
+    FP_EWMA_WINSOR_Z,
+    FP_EWMA_Z_HIGH,
+    FP_EWMA_Z_LOW,
+    FP_HAMPEL_FLOOR,
+    FP_HAMPEL_K,
+    FP_MAX,
+    FP_MIN,
+    FP_RATE_DELTA,
+    FS_BASELINE,
+    FS_BASELINE_SD,
+    FS_CUSUM_HIGH,
+    FS_CUSUM_LOW,
+    FS_EWMA_MEAN,
+    FS_EWMA_VAR,
+    FS_FLAT_VALUE,
+    I64,
+    IP_BAD_QUALITY_MASK,
+    IP_BASELINE_SAMPLES,
+    IP_DETECTORS,
+    IP_DROPOUT_NS,
+    IP_EWMA_WARMUP,
+    IP_FLATLINE_NS,
+    IP_HAMPEL_WINDOW,
+    IP_RATE_WINDOW_NS,
+    IP_SENTINELS,
+    IS_BASELINE_AT_NS,
+    IS_BASELINE_COUNT,
+    IS_BASELINE_READY,
+    IS_EWMA_COUNT,
+    IS_FLAT_SET,
+    IS_FLAT_START_NS,
+    IS_HAMPEL_COUNT,
+    IS_HAMPEL_POS,
+    IS_LAST_TS,
+    IS_RATE_COUNT,
+    IS_RATE_HEAD,
+    IS_SEEN,
+    U32,
+    Params,
+    Readings,
+    State,
+)
 from edge_agent.filters.presets import (
     DETECT_CUSUM,
     DETECT_DROPOUT,
@@ -62,12 +110,14 @@ from edge_agent.filters.presets import (
 _LOGGER = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-U32 = npt.NDArray[np.uint32]
-Readings = tuple[I64, I64, F64, U32]
-Params = tuple[F64, I64, F64]
-State = tuple[F64, I64, F64, F64, F64, I64, F64]
+IMPORTED_CONSTANTS_DIGEST: Final = (
+    "34daa2de0484b477fea6482603b598783211c718a10d7778422c485fff6f8a91"
+)
+"""SHA-256 of the name and value of every constant imported above from layout.py, flags.py and
+presets.py. numba compiles them into the kernels as literals, but its on-disk cache keys on this
+file's text alone: a value changed there must change this line, or a stale compiled kernel would
+be loaded. tests/unit/edge_agent/filters/test_filters_aot.py computes it and names the new value.
+"""
 
 
 def njit(*, cache: bool, nogil: bool, forceinline: bool = False) -> Callable[[_F], _F]:
@@ -125,58 +175,6 @@ def _warn_uncached() -> None:
 # 1.4826 * MAD estimates the standard deviation of normal data: 1 / (inverse normal CDF of 3/4)
 # (Rousseeuw & Croux 1993, "Alternatives to the median absolute deviation", JASA 88:1273).
 MAD_TO_SIGMA: Final = 1.4826
-
-# Columns of the per-series parameter rows, filled by bank.py from a MetricPreset.
-FP_MIN: Final = 0
-FP_MAX: Final = 1
-FP_HAMPEL_K: Final = 2
-FP_HAMPEL_FLOOR: Final = 3
-FP_EWMA_ALPHA: Final = 4
-FP_EWMA_Z_HIGH: Final = 5
-FP_EWMA_Z_LOW: Final = 6
-FP_EWMA_SD_FLOOR: Final = 7
-FP_EWMA_WINSOR_Z: Final = 8
-FP_CUSUM_K: Final = 9
-FP_CUSUM_H: Final = 10
-FP_CUSUM_CLAMP: Final = 11
-FP_BASELINE_SD_FLOOR: Final = 12
-FP_RATE_DELTA: Final = 13
-FLOAT_PARAMS: Final = 14
-
-IP_DETECTORS: Final = 0
-IP_BAD_QUALITY_MASK: Final = 1
-IP_DROPOUT_NS: Final = 2
-IP_HAMPEL_WINDOW: Final = 3
-IP_EWMA_WARMUP: Final = 4
-IP_BASELINE_SAMPLES: Final = 5
-IP_RATE_WINDOW_NS: Final = 6
-IP_FLATLINE_NS: Final = 7
-IP_SENTINELS: Final = 8
-INT_PARAMS: Final = 9
-
-# Columns of the per-series state rows.
-FS_EWMA_MEAN: Final = 0
-FS_EWMA_VAR: Final = 1
-FS_CUSUM_HIGH: Final = 2
-FS_CUSUM_LOW: Final = 3
-FS_BASELINE: Final = 4
-FS_BASELINE_SD: Final = 5
-FS_FLAT_VALUE: Final = 6
-FLOAT_STATE: Final = 7
-
-IS_SEEN: Final = 0
-IS_LAST_TS: Final = 1
-IS_HAMPEL_POS: Final = 2
-IS_HAMPEL_COUNT: Final = 3
-IS_EWMA_COUNT: Final = 4
-IS_BASELINE_COUNT: Final = 5
-IS_BASELINE_READY: Final = 6
-IS_BASELINE_AT_NS: Final = 7
-IS_RATE_HEAD: Final = 8
-IS_RATE_COUNT: Final = 9
-IS_FLAT_START_NS: Final = 10
-IS_FLAT_SET: Final = 11
-INT_STATE: Final = 12
 
 
 @njit(cache=True, nogil=True, forceinline=True)
