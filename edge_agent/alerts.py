@@ -281,7 +281,10 @@ class AlertEngine:
                 continue  # an artifact neither raises nor clears anything
             if trusted_only and self._technical_open(patient, device):
                 continue
-            state = self._state.setdefault((patient, device, rule.kind), _State())
+            state_key = (patient, device, rule.kind)
+            state = self._state.get(state_key)
+            if state is None:  # not setdefault: that builds a _State for every reading
+                state = self._state[state_key] = _State()
             state.last_value = value
             event = self._step(
                 rule, state, (patient, device), ts_ns=ts_ns, value=value, flags=flags

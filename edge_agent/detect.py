@@ -36,23 +36,28 @@ class DetectionStage:
             )
         )
         self._watched: set[tuple[str, str]] = set()
+        # (device token, metric code) -> filter series, or None for a metric without a preset:
+        # asked for every reading, so the catalogue and the bank's key are looked up once.
+        self._series: dict[tuple[str, int], int | None] = {}
 
     def process(self, readings: Sequence[Reading]) -> tuple[list[int], list[AlertEvent]]:
         """Flags for each reading (same order) and the alert events raised or cleared."""
         ids: list[int] = []
         filtered: list[int] = []
+        known = self._series
         for index, reading in enumerate(readings):
-            metric = by_code(reading.metric_code).name
-            try:
-                series = self.bank.series_id(reading.device_token, metric)
-            except UnknownMetricError:
+            series_key = (reading.device_token, reading.metric_code)
+            series = known.get(series_key, -1)
+            if series == -1:
+                series = known[series_key] = self._series_id(*series_key)
+            if series is None:
                 continue
             ids.append(series)
             filtered.append(index)
             key = (reading.patient_token, reading.device_token)
             if key not in self._watched:
                 self._watched.add(key)
-                preset = self.bank.presets.get(metric)
+                preset = self.bank.presets.get(by_code(reading.metric_code).name)
                 self.engine.expect(*key, preset.expected_interval_s, reading.ts_ns)
         flags = [0] * len(readings)
         if filtered:
@@ -71,6 +76,12 @@ class DetectionStage:
             for event in self.engine.observe(reading, bits)
         ]
         return flags, alerts
+
+    def _series_id(self, device_token: str, metric_code: int) -> int | None:
+        try:
+            return self.bank.series_id(device_token, by_code(metric_code).name)
+        except UnknownMetricError:
+            return None
 
     def tick(self, now_ns: int) -> list[AlertEvent]:
         """Alerts for devices that went silent."""

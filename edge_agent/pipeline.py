@@ -222,10 +222,16 @@ class AgentPipeline:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     break
-                try:
-                    first = await asyncio.wait_for(self._readings.get(), remaining_s)
-                except TimeoutError:
-                    break
+                if self._readings.empty():
+                    # A timeout around the get alone, not wait_for: that wraps the get in a
+                    # task of its own at every wake-up, and this loop wakes for every chunk.
+                    try:
+                        async with asyncio.timeout(remaining_s):
+                            first = await self._readings.get()
+                    except TimeoutError:
+                        break
+                else:
+                    first = self._readings.get_nowait()
                 chunk = [first]
                 while len(chunk) < CHUNK_READINGS and not self._readings.empty():
                     chunk.append(self._readings.get_nowait())

@@ -140,13 +140,19 @@ def devices(sources: Sequence[Source], last: dict[str, LastReading]) -> list[Dev
 
 
 def note_reading(last: dict[str, LastReading], reading: Reading) -> None:
-    previous = last.get(reading.device_token)
-    battery = previous.battery_pct if previous is not None else None
+    # Called for every reading: the device's entry is updated in place, not rebuilt.
+    entry = last.get(reading.device_token)
+    if entry is None:
+        battery = reading.value if reading.metric_code == BATTERY_CODE else None
+        last[reading.device_token] = LastReading(
+            reading.metric_code, reading.value, time.time_ns(), battery
+        )
+        return
+    entry.metric_code = reading.metric_code
+    entry.value = reading.value
+    entry.received_ns = time.time_ns()
     if reading.metric_code == BATTERY_CODE:
-        battery = reading.value
-    last[reading.device_token] = LastReading(
-        reading.metric_code, reading.value, time.time_ns(), battery
-    )
+        entry.battery_pct = reading.value
 
 
 def health_records(statuses: Sequence[DeviceStatus], now_ns: int) -> tuple[FrameStatus, ...]:

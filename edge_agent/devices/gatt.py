@@ -135,6 +135,8 @@ def _value(measured: Measured, factor: Fraction = _ONE, shift: Fraction = _ZERO)
     """(value + shift) x factor, exact, rounded once to float; NoValue passes through."""
     if isinstance(measured, NoValue):
         return measured
+    if factor is _ONE and shift is _ZERO:
+        return float(measured)  # the same rounding, without Fraction arithmetic (hot path)
     return float((measured.to_fraction() + shift) * factor)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import random
 import re
@@ -132,6 +133,7 @@ _BLUEZ_IN_PROGRESS: Final = "org.bluez.Error.InProgress"
 
 # Core Specification v5.3, Vol 3, Part B, §2.5.1: 16-bit UUIDs live inside the Bluetooth Base UUID.
 _SIG_BASE_UUID: Final = re.compile(r"0000([0-9a-f]{4})-0000-1000-8000-00805f9b34fb")
+_VENDOR_RESPIRATION_ID: Final = -1  # no 16-bit SIG number is negative
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -339,16 +341,27 @@ def _device_time_ns(moment: datetime | None) -> int | None:
     return (aware - _EPOCH) // _ONE_MICROSECOND * 1000
 
 
-def decode_characteristic(uuid: str, payload: bytes) -> Sequence[DecodedValue]:
-    """The default decoder: SIG characteristics through `edge_agent.devices.gatt`, plus the
-    chest patch's vendor respiration characteristic. Raises only EdgeAgentError subclasses."""
+@functools.lru_cache(maxsize=256)
+def _characteristic_id(uuid: str) -> int:
+    """The 16-bit SIG number of `uuid`, or _VENDOR_RESPIRATION_ID; UnknownCharacteristicError
+    (never cached) otherwise. Remembered: a link notifies the same few UUIDs all day, and
+    normalising one (bleak parses it as a UUID) cost a fifth of decoding the value."""
     full = normalize_uuid_str(uuid)
     if full == VENDOR_RESPIRATION_RATE:
-        return decode_vendor_respiration(payload)
+        return _VENDOR_RESPIRATION_ID
     match = _SIG_BASE_UUID.fullmatch(full)
     if match is None:
         raise UnknownCharacteristicError(full, "not a Bluetooth SIG characteristic")
-    decoded = gatt.decode(int(match.group(1), 16), payload)
+    return int(match.group(1), 16)
+
+
+def decode_characteristic(uuid: str, payload: bytes) -> Sequence[DecodedValue]:
+    """The default decoder: SIG characteristics through `edge_agent.devices.gatt`, plus the
+    chest patch's vendor respiration characteristic. Raises only EdgeAgentError subclasses."""
+    uuid16 = _characteristic_id(uuid)
+    if uuid16 == _VENDOR_RESPIRATION_ID:
+        return decode_vendor_respiration(payload)
+    decoded = gatt.decode(uuid16, payload)
     device_ts_ns = _device_time_ns(gatt.measurement_time(decoded))
     record_seq = decoded.sequence_number if isinstance(decoded, GlucoseMeasurement) else None
     return [
@@ -773,6 +786,7 @@ class BleLink:
     async def _watch(self) -> None:
         """Return when the link is lost: disconnected callback, or data silence (watchdog)."""
         silence_ns = int(self.silence_after_s * 1e9)
+        loop = asyncio.get_running_loop()
         while self._lost is None:
             # The watchdog counts from the later of the last value and the (re-)arming.
             since_ns = max(self._last_rx_mono_ns, self._armed_mono_ns)
@@ -786,11 +800,16 @@ class BleLink:
                 )
                 self._mark_lost(LossCause.SILENCE)
                 return
+            # A timer that wakes the watchdog to look again, not a timeout: a streaming link
+            # reaches its deadline about once per silence period, and a timeout cancels the task
+            # and raises each time. `_wake` also wakes it for a loss (`_lost` is set first).
+            timer = loop.call_later(remaining_ns / 1e9, self._wake.set)
             try:
-                async with asyncio.timeout(remaining_ns / 1e9):
-                    await self._wake.wait()
-            except TimeoutError:
-                continue
+                await self._wake.wait()
+            finally:
+                timer.cancel()
+            if self._lost is None:
+                self._wake.clear()
         _LOGGER.warning("ble[%s]: link dropped", self.name)
 
     async def _close(self, client: BleakClient) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 import edge_agent.journal as journal_module
@@ -133,3 +134,15 @@ def test_a_failed_write_keeps_the_numbering_and_resumes_in_a_new_segment(
     journal.close(durable_seq=0)
     _, recovered = IntakeJournal.open(tmp_path, SECRET, GATEWAY, 0)
     assert recovered == [reading(0), reading(2)]
+
+
+def test_a_record_is_the_msgpack_array_of_the_documented_fields() -> None:
+    # The journal keeps one Packer rather than calling packb per reading: the same bytes.
+    expected = msgpack.packb(
+        ["cd" * 16, PATIENT, "hr-strap", 1, 1_767_225_600_000_000_007, 67.0, 1],
+        use_bin_type=True,
+    )
+    packer = msgpack.Packer(use_bin_type=True)
+    assert journal_module._encode(reading(7), packer) == expected
+    assert journal_module._encode(reading(7), packer) == expected  # a kept Packer starts afresh
+    assert journal_module._encode(reading(7)) == expected

@@ -460,6 +460,22 @@ def test_float_patterns_survive_decode_then_encode(raw: int) -> None:
     assert encode_float(decode_float(raw)) == raw
 
 
+def test_every_sfloat_converts_to_the_float_of_its_exact_fraction() -> None:
+    # float(Number) divides integers instead of going through Fraction: the same rounding.
+    for raw in range(1 << 16):
+        decoded = decode_sfloat(raw)
+        if isinstance(decoded, Number):
+            assert float(decoded) == float(decoded.to_fraction()), raw
+
+
+@SETTINGS
+@given(raw=st.integers(0, 0xFFFF_FFFF))
+def test_every_float_converts_to_the_float_of_its_exact_fraction(raw: int) -> None:
+    decoded = decode_float(raw)
+    if isinstance(decoded, Number):
+        assert float(decoded) == float(decoded.to_fraction())
+
+
 @SETTINGS
 @given(mantissa=st.integers(-2045, 2045), exponent=st.integers(-8, 7))
 def test_simulator_sfloat_decodes_to_its_decimal(mantissa: int, exponent: int) -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.devices import quality as q
-from edge_agent.devices.errors import DeviceDecodeError
+from edge_agent.devices.errors import DeviceDecodeError, UnknownCharacteristicError
 from edge_agent.errors import ConfigError
 from edge_agent.sources.ble import (
     VENDOR_RESPIRATION_RATE,
@@ -222,3 +222,21 @@ def test_stored_records_accept_each_number_once(seqs: list[int]) -> None:
     records = StoredRecords()
     accepted = [seq for seq in seqs if records.accept(seq)]
     assert sorted(accepted) == sorted(set(seqs))
+
+
+def test_characteristics_decode_the_same_in_any_spelling_and_unknown_ones_keep_failing() -> None:
+    # The UUID -> decoder lookup is remembered per spelling; a failure is never remembered.
+    payload = bytes.fromhex("0648")  # Heart Rate Measurement: contact detected, 72 bpm
+    spellings = [
+        "2a37",
+        "00002a37-0000-1000-8000-00805f9b34fb",
+        "00002A37-0000-1000-8000-00805F9B34FB",
+    ]
+    for _ in range(2):
+        for uuid in spellings:
+            assert [(v.metric, v.value) for v in decode_characteristic(uuid, payload)] == [
+                ("heart_rate", 72.0)
+            ]
+    for _ in range(2):
+        with pytest.raises(UnknownCharacteristicError):
+            decode_characteristic("b7e40099-9c4d-4e5a-8f36-2d1a6c0e5b90", payload)
