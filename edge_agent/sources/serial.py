@@ -1,10 +1,13 @@
 """Serial device source: implant telemetry receiver or bedside monitor on a serial port (pyserial).
 
-This is the only module that imports pyserial. Reads run in a worker thread with the port's own
-timeout, so the event loop never blocks. A serial device cannot be paused (no flow control), so
-the reader never waits for the pipeline: decoded values go into a bounded buffer that drops its
-oldest entry and counts it (`dropped_total`), and a second task hands them to `emit`, which is
-where backpressure is felt. When the port goes away (EIO, SerialException, the
+This is the only module that imports pyserial. pyserial opens the port non-blocking; the event
+loop watches its descriptor and reads only what has arrived (`loop.add_reader`), so no read ever
+blocks the loop or waits in a worker thread (opening and closing, which can block, still run in
+one). A read thread per port cost about three times the CPU, most of it thread switches and GIL
+hand-overs (docs/performance.md, "Agent footprint"). A serial device cannot be paused (no flow
+control), so the reader never waits for the pipeline: decoded values go into a bounded buffer
+that drops its oldest entry and counts it (`dropped_total`), and a second task hands them to
+`emit`, which is where backpressure is felt. When the port goes away (EIO, a hang-up, the
 device node vanishing) the source closes it, waits with capped, jittered exponential backoff and
 opens the same path again, keeping its decoder's counters and sequence tracking, so a gap across
 the outage is counted. Log lines name the source only: a port path such as
@@ -18,7 +21,9 @@ import contextlib
 import enum
 import errno
 import logging
+import os
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +64,9 @@ class SerialSettings:
     """Port, retry and buffer settings for one serial source."""
 
     baudrate: int = 115_200
-    read_timeout_s: float = 0.2  # pyserial read timeout; stop() also cancels a pending read
+    read_timeout_s: float = 0.2
+    """pyserial's read timeout, and how long an open port must stay up without failing before
+    its reopen backoff starts again from `reopen_initial_s`."""
     read_size: int = 512
     reopen_initial_s: float = 0.5
     reopen_max_s: float = 30.0
@@ -133,29 +140,17 @@ def monitor_observations(sentence: VitalsSentence) -> tuple[Observation, ...]:
 class _Port(Protocol):
     """The part of serial.Serial this module uses."""
 
-    def read(self, size: int) -> bytes: ...
-
-    @property
-    def in_waiting(self) -> int: ...
-
-    def cancel_read(self) -> None: ...
+    def fileno(self) -> int: ...
 
     def close(self) -> None: ...
 
 
-def _read_available(port: _Port, size: int) -> bytes:
-    """Wait (up to the port timeout) for the first byte, then take what has arrived, at most
-    `size`. A plain read(size) would hold bytes already received until `size` arrive or the
-    timeout passes; these return at once, so a frame is decoded and journaled as it lands."""
-    first = port.read(1)
-    if not first:
-        return first
-    more = min(port.in_waiting, size - 1)
-    return first + port.read(more) if more > 0 else first
-
-
 class _PortLostError(Exception):
     """Internal: the open port failed; the run loop closes it and reopens after a backoff."""
+
+
+class _DeviceGoneError(OSError):
+    """Internal: the port was readable but held nothing: end of file, the device hung up."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -195,6 +190,7 @@ class SerialSource:
         self._pending_ready = asyncio.Event()
         self._reading_done = False
         self._port: _Port | None = None
+        self._port_done = asyncio.Event()  # the open port failed, or stop()
         self._failures = 0
         # Backoff jitter only; nothing secret depends on it.
         self._jitter = random.Random()  # noqa: S311
@@ -251,12 +247,7 @@ class SerialSource:
 
     def stop(self) -> None:
         self._stopping.set()
-        port = self._port
-        if port is not None:
-            # Wakes a read blocked in the worker thread now rather than at its timeout. A port
-            # closing at this very moment has no abort pipe left; the closing ends the read.
-            with contextlib.suppress(OSError, TypeError, serial.SerialException):
-                port.cancel_read()
+        self._port_done.set()
 
     async def run(self, emit: Emit) -> None:
         self._reading_done = False
@@ -321,20 +312,60 @@ class SerialSource:
             await asyncio.wait_for(self._stopping.wait(), delay_s)
 
     async def _pump(self, port: _Port) -> None:
+        """Decode what arrives until the port fails or stop(): the loop calls `on_readable`
+        when bytes are waiting, and the read takes what is there (never blocks: pyserial opened
+        the descriptor with O_NONBLOCK), so a frame is decoded and journaled as it lands."""
+        loop = asyncio.get_running_loop()
+        fd = port.fileno()
         size = self.settings.read_size
-        while not self._stopping.is_set():
+        done = self._port_done
+        failed: list[BaseException] = []
+        opened_s = time.monotonic()
+
+        def give_up(exc: BaseException) -> None:
+            # A loop callback must not raise: the task below raises it instead.
+            failed.append(exc)
+            loop.remove_reader(fd)
+            done.set()
+
+        def on_readable() -> None:
             try:
-                chunk = await asyncio.to_thread(_read_available, port, size)
-            except (serial.SerialException, OSError) as exc:
-                if self._stopping.is_set():
-                    return
-                _LOGGER.warning("%s: port lost (%s); will reopen", self.name, _describe(exc))
-                raise _PortLostError from exc
-            # A read that returned, even empty at its timeout, shows the port is healthy.
-            self._failures = 0
-            if chunk:
-                for observation in self._decode(chunk):
-                    self._enqueue(observation)
+                chunk = os.read(fd, size)
+            except BlockingIOError:
+                return  # woken for nothing; the loop asks again when there is data
+            except OSError as exc:
+                give_up(exc)
+                return
+            if not chunk:
+                give_up(_DeviceGoneError(errno.EIO, "readable with no data"))
+                return
+            self._failures = 0  # data read: the port is healthy
+            try:
+                observations = self._decode(chunk)
+            except Exception as exc:  # a decoder bug: the task below raises it
+                give_up(exc)
+                return
+            for observation in observations:
+                self._enqueue(observation)
+
+        if self._stopping.is_set():
+            return
+        done.clear()
+        loop.add_reader(fd, on_readable)
+        try:
+            await done.wait()
+        finally:
+            loop.remove_reader(fd)
+            # A port that stayed up for a read timeout was healthy, data or not.
+            if time.monotonic() - opened_s >= self.settings.read_timeout_s:
+                self._failures = 0
+        if not failed or self._stopping.is_set():
+            return
+        exc = failed[0]
+        if not isinstance(exc, OSError):
+            raise exc  # a decoder bug: fail the source's task group, as an exception here did
+        _LOGGER.warning("%s: port lost (%s); will reopen", self.name, _describe(exc))
+        raise _PortLostError from exc
 
     def _decode(self, chunk: bytes) -> list[Observation]:
         out: list[Observation] = []
