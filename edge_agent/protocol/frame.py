@@ -11,12 +11,13 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 import msgpack
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.protocol._slots import twin
 from edge_agent.protocol.errors import FrameError
 from edge_agent.protocol.topics import GATEWAY_ID_RE
 
@@ -220,56 +221,13 @@ def _memo_str(value: object, path: str, name: str, pattern: re.Pattern[str], mem
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__, which costs more than
-# the rest of decoding a block. Frozen only guards __setattr__; the slot descriptors below fill
-# the very same slots directly, so the objects are identical (equality, repr, hashing, pickling).
+# the rest of decoding a block: blocks and frames are built as their mutable twins and then
+# become what they are (_slots.py), identical to constructed ones (equality, repr, pickling).
 _new: Final = object.__new__
 _frombuffer: Final = np.frombuffer
-_B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = (
-    DeviceBlock.__dict__[name].__set__ for name in DeviceBlock.__slots__
-)
-_F0, _F1, _F2, _F3, _F4, _F5, _F6 = (Frame.__dict__[name].__set__ for name in Frame.__slots__)
-
-
-def _new_block(  # noqa: PLR0917 - the dataclass's own field order, as its __init__ takes it
-    device_token: str,
-    patient_token: str,
-    device_kind: str,
-    metric_codes: npt.NDArray[np.uint16],
-    ts_ns: npt.NDArray[np.int64],
-    values: npt.NDArray[np.float64],
-    quality: npt.NDArray[np.uint32],
-    flags: npt.NDArray[np.uint32],
-) -> DeviceBlock:
-    block: DeviceBlock = _new(DeviceBlock)
-    _B0(block, device_token)
-    _B1(block, patient_token)
-    _B2(block, device_kind)
-    _B3(block, metric_codes)
-    _B4(block, ts_ns)
-    _B5(block, values)
-    _B6(block, quality)
-    _B7(block, flags)
-    return block
-
-
-def _new_frame(  # noqa: PLR0917 - the dataclass's own field order, as its __init__ takes it
-    gateway_id: str,
-    sent_ns: int,
-    blocks: tuple[DeviceBlock, ...],
-    alerts: tuple[AlertEvent, ...],
-    statuses: tuple[DeviceStatus, ...],
-    bindings: tuple[BindingEvent, ...],
-    gateway: GatewayHealth | None,
-) -> Frame:
-    frame: Frame = _new(Frame)
-    _F0(frame, gateway_id)
-    _F1(frame, sent_ns)
-    _F2(frame, blocks)
-    _F3(frame, alerts)
-    _F4(frame, statuses)
-    _F5(frame, bindings)
-    _F6(frame, gateway)
-    return frame
+_unpackb: Final = msgpack.unpackb
+_BLOCK_TWIN: Final = twin(DeviceBlock)
+_FRAME_TWIN: Final = twin(Frame)
 
 
 def _where(path: str, name: str) -> str:
@@ -399,16 +357,17 @@ def _block(raw: object, path: str) -> DeviceBlock:
         readings = readings.astype(np.float64)
         quality_bits = quality_bits.astype(np.uint32)
         flag_bits = flag_bits.astype(np.uint32)
-    return _new_block(
-        device_token,
-        patient_token,
-        device_kind,
-        metric_codes,
-        ts_ns,
-        readings,
-        quality_bits,
-        flag_bits,
-    )
+    block: Any = _new(_BLOCK_TWIN)
+    block.device_token = device_token
+    block.patient_token = patient_token
+    block.device_kind = device_kind
+    block.metric_codes = metric_codes
+    block.ts_ns = ts_ns
+    block.values = readings
+    block.quality = quality_bits
+    block.flags = flag_bits
+    block.__class__ = DeviceBlock
+    return cast("DeviceBlock", block)
 
 
 def _alert(raw: object, path: str) -> AlertEvent:
@@ -505,11 +464,12 @@ def _items(raw: object, path: str, parse: Callable[[object, str], _T]) -> tuple[
 def decode_frame(data: bytes) -> Frame:
     """Parse and structurally validate a frame; raise FrameError naming the first bad field."""
     try:
-        raw = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+        fields = _unpackb(data, raw=False, use_list=False, strict_map_key=True)
     except _MSGPACK_ERRORS as exc:
         msg = "$"
         raise FrameError(msg, f"not msgpack: {exc}") from exc
-    fields = _array(raw, "$")
+    if type(fields) is not tuple:
+        fields = _array(fields, "$")  # raises
     version = fields[0] if fields else None
     if type(version) is not int or version not in _ELEMENTS:
         msg = "schema_version"
@@ -519,18 +479,30 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameError(
             msg, f"a v{version} frame has {_ELEMENTS[version]} elements, not {len(fields)}"
         )
-    _, gateway_id, sent_ns, blocks, alerts, statuses, bindings = fields[:7]
+    gateway_id = fields[1]
     if type(gateway_id) is not str or gateway_id not in _valid_gateways:
         gateway_id = _memo_str(gateway_id, "", "gateway_id", GATEWAY_ID_RE, _valid_gateways)
+    sent_ns = fields[2]
     if type(sent_ns) is not int or not 0 <= sent_ns < 2**63:
         sent_ns = _ns(sent_ns, "", "sent_ns")
-    # Most frames carry readings only: empty arrays skip the item parser altogether.
-    return _new_frame(
-        gateway_id,
-        sent_ns,
-        () if blocks == () else _items(blocks, "blocks", _block),
-        () if alerts == () else _items(alerts, "alerts", _alert),
-        () if statuses == () else _items(statuses, "statuses", _status),
-        () if bindings == () else _items(bindings, "bindings", _binding),
-        None if version == SCHEMA_VERSION or fields[7] is None else _gateway(fields[7]),
-    )
+    blocks, alerts, statuses, bindings = fields[3], fields[4], fields[5], fields[6]
+    # Most frames carry readings only, most often of one device: empty arrays skip the item
+    # parser altogether, and a single block is parsed without it (same checks, same errors).
+    if type(blocks) is tuple and len(blocks) == 1:
+        try:
+            parsed_blocks: tuple[DeviceBlock, ...] = (_block(blocks[0], "blocks"),)
+        except FrameError:
+            _block(blocks[0], "blocks[0]")  # raises again, with the item's path
+            raise
+    else:
+        parsed_blocks = () if blocks == () else _items(blocks, "blocks", _block)
+    frame: Any = _new(_FRAME_TWIN)
+    frame.gateway_id = gateway_id
+    frame.sent_ns = sent_ns
+    frame.blocks = parsed_blocks
+    frame.alerts = () if alerts == () else _items(alerts, "alerts", _alert)
+    frame.statuses = () if statuses == () else _items(statuses, "statuses", _status)
+    frame.bindings = () if bindings == () else _items(bindings, "bindings", _binding)
+    frame.gateway = None if version == SCHEMA_VERSION or fields[7] is None else _gateway(fields[7])
+    frame.__class__ = Frame
+    return cast("Frame", frame)

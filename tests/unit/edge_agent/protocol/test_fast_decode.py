@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import msgpack
@@ -21,6 +22,7 @@ from edge_agent.protocol import (
     open_envelope,
     seal,
 )
+from edge_agent.protocol._slots import twin
 from edge_agent.protocol.envelope import CONTENT_FRAME_V1, Header, Opened, _nonce, parse_header
 from edge_agent.protocol.keys import SessionKey
 
@@ -72,6 +74,31 @@ def test_decoded_blocks_and_frames_hold_every_field() -> None:
         assert getattr(got, name).tolist() == getattr(block, name).tolist()
     with pytest.raises(AttributeError):
         got.device_kind = "x"  # type: ignore[misc]
+    # Built as mutable twins, they are plain instances of the frozen dataclasses all the same.
+    assert (type(decoded), type(got), type(opened_header())) == (Frame, DeviceBlock, Header)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.sent_ns = 1  # type: ignore[misc]
+    again = pickle.loads(pickle.dumps(decoded))  # noqa: S301 - our own bytes
+    assert type(again) is Frame
+    assert encode_frame(again) == encode_frame(decoded) == encode_frame(frame)
+    assert repr(decoded.blocks[0]).startswith("DeviceBlock(device_token=")
+
+
+def opened_header() -> Header:
+    return open_envelope(TOPIC, seal(KEY, TOPIC, 1, b"x", CONTENT_FRAME_V1), _lookup).header
+
+
+def test_a_twin_of_another_layout_is_refused_at_once() -> None:
+    class Base:
+        __slots__ = ("extra",)
+
+    @dataclasses.dataclass(slots=True, frozen=True)
+    class Child(Base):
+        value: int
+
+    with pytest.raises(TypeError):
+        twin(Child)
+    assert type(twin(Header)).__name__ == "type"
 
 
 @settings(max_examples=200)
