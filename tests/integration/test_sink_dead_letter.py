@@ -53,6 +53,8 @@ def test_refused_lines_are_dead_lettered_with_the_reason(
     lines = [line for r in records for line in r["lines"]]
     vitals = [line for line in lines if line.startswith("vital,")]
     assert len(vitals) > 10
+    # A batch is dead-lettered whole, so every dead-lettered batch holds refused vitals.
+    assert all(any(line.startswith("vital,") for line in r["lines"]) for r in records)
     # The rest of each batch is this gateway's other points: the count of the envelopes the
     # batch accepted, and the device and gateway health frame the agent sends at start and stop
     # when it lands in the same batch as refused vitals (timing decides, so it may or may not).
