@@ -3,15 +3,15 @@
 This is the only module that imports pyserial. pyserial opens the port non-blocking; the event
 loop watches its descriptor and reads only what has arrived (`loop.add_reader`), so no read ever
 blocks the loop or waits in a worker thread (opening and closing, which can block, still run in
-one). A read thread per port cost about three times the CPU, most of it thread switches and GIL
-hand-overs (docs/performance.md, "Agent footprint"). A serial device cannot be paused (no flow
-control), so the reader never waits for the pipeline: decoded values go into a bounded buffer
-that drops its oldest entry and counts it (`dropped_total`), and a second task hands them to
-`emit`, which is where backpressure is felt. When the port goes away (EIO, a hang-up, the
-device node vanishing) the source closes it, waits with capped, jittered exponential backoff and
-opens the same path again, keeping its decoder's counters and sequence tracking, so a gap across
-the outage is counted. Log lines name the source only: a port path such as
-/dev/serial/by-id/usb-<vendor>_<serial> would leak a device serial number.
+one). A worker-thread read per chunk cost 3.4 times the CPU, mostly thread switches and GIL
+hand-overs (scripts/bench-serial.py; docs/performance.md, "Agent footprint"). A serial device
+cannot be paused (no flow control), so the reader never waits for the pipeline: decoded values
+go into a bounded buffer that drops its oldest entry and counts it (`dropped_total`), and a
+second task hands them to `emit`, which is where backpressure is felt. When the port goes away
+(EIO, a hang-up, the device node vanishing) the source closes it, waits with capped, jittered
+exponential backoff and opens the same path again, keeping its decoder's counters and sequence
+tracking, so a gap across the outage is counted. Log lines name the source only: a port path
+such as /dev/serial/by-id/usb-<vendor>_<serial> would leak a device serial number.
 """
 
 from __future__ import annotations
