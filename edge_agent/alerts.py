@@ -351,6 +351,15 @@ class AlertEngine:
         limit_ns = int(interval_s * self.silence_factor * _NS)
         self._silence.setdefault((patient, device), _Silence(now_ns, limit_ns))
 
+    def release(self, device: str, now_ns: int) -> list[AlertEvent]:
+        """Stop watching an unpaired device for silence; an open device_silent alert clears."""
+        events = []
+        for key in [key for key in self._silence if key[1] == device]:
+            silence = self._silence.pop(key)
+            if silence.alert_id is not None:
+                events.append(self._silence_event(*key, silence, ts_ns=now_ns, raised=False))
+        return events
+
     def _silence_event(
         self, patient: str, device: str, silence: _Silence, *, ts_ns: int, raised: bool
     ) -> AlertEvent:

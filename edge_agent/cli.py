@@ -27,13 +27,14 @@ from edge_agent.enroll import enroll as run_enrolment
 from edge_agent.enroll import prompt_password, read_password_input, store_password
 from edge_agent.errors import EdgeAgentError, run_command
 from edge_agent.filters import FilterError, load_presets, warm_up
-from edge_agent.hardware import open_hardware, registry_sources
+from edge_agent.hardware import open_hardware
 from edge_agent.journal import IntakeJournal
+from edge_agent.pairing_watch import PairingWatcher
 from edge_agent.pipeline import AgentPipeline, PipelineStats
 from edge_agent.protocol.logs import LOG_FORMATS, configure_logging
 from edge_agent.protocol.settings import write_secret_file
 from edge_agent.publisher import Publisher
-from edge_agent.registry import REGISTRY_FILE, Registry
+from edge_agent.registry import REGISTRY_FILE
 from edge_agent.replay import alert_row
 from edge_agent.replay import replay as run_replay
 from edge_agent.rotation import RotationRefused, apply_rotation
@@ -75,7 +76,6 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
 
 async def _run_agent(config: AgentConfig) -> PipelineStats:
     master_secret = config.master_secret()
-    registry = Registry(config.gateway.state_dir / REGISTRY_FILE, master_secret)
     sources: list[Source] = [
         SerialSource(
             device.label,
@@ -92,14 +92,16 @@ async def _run_agent(config: AgentConfig) -> PipelineStats:
         if ward is not None:
             sources.extend(ward.sources())
             quiesce = ward.quiesce
-        sources.extend(registry_sources(registry, hardware))
+        pairings = PairingWatcher(config.gateway.state_dir / REGISTRY_FILE, master_secret, hardware)
+        sources.extend(pairings.initial_sources())
         if not sources:
-            msg = (
-                f"{config.source_file}: no device sources: bind one with `edge-agent pair add`, "
-                "add a [[serial]] section, or a [simulation] section for simulated hardware"
+            # A new gateway runs before its first pairing: it delivers any pending binding
+            # events and takes devices as they are paired (pairing_watch.py).
+            _LOGGER.warning(
+                "%s: no devices yet; they are taken as `edge-agent pair add` binds them",
+                config.source_file,
             )
-            raise EdgeAgentError(msg)
-        return await _run_pipeline(config, master_secret, sources, quiesce)
+        return await _run_pipeline(config, master_secret, sources, quiesce, pairings)
 
 
 async def _run_pipeline(
@@ -107,6 +109,7 @@ async def _run_pipeline(
     master_secret: bytes,
     sources: list[Source],
     quiesce: Callable[[], Awaitable[None]] | None,
+    pairings: PairingWatcher | None = None,
 ) -> PipelineStats:
     counter = SequenceCounter(config.gateway.state_dir / f"seq-{config.gateway.gateway_id}.json")
     sealer = Sealer(master_secret, config.gateway.gateway_id, counter)
@@ -122,9 +125,14 @@ async def _run_pipeline(
     async def quiesce_then_stop() -> None:
         # Simulated devices stop first, so everything they delivered is read before the
         # sources stop (the ledger then matches the store exactly).
-        if quiesce is not None:
-            await quiesce()
-        stop.set()
+        try:
+            if quiesce is not None:
+                await quiesce()
+        except Exception:
+            # A stop must never be lost: the agent stops, only the ledger may be short.
+            _LOGGER.exception("simulated devices did not quiesce; stopping anyway")
+        finally:
+            stop.set()
 
     def on_signal() -> None:
         if not stopping:
@@ -184,6 +192,7 @@ async def _run_pipeline(
                 recovered=recovered,
                 status_file=config.gateway.state_dir / STATUS_FILE,
                 binding_outbox=BindingOutbox(config.gateway.state_dir, master_secret),
+                pairings=pairings,
             )
             return await pipeline.run(stop)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,7 @@ def _binding_row(binding: Binding) -> dict[str, object]:
         "address": binding.address,
         "patient": binding.patient_token,
         "since_ns": binding.from_ns,
+        "pending": binding.pending,
     }
 
 
@@ -179,7 +181,8 @@ def add_command(
     async def run() -> tuple[Binding, list[Reading]]:
         async with open_hardware(settings) as (hardware, _ward):
             chosen = kind or await _guess_kind(address, hardware)
-            binding = registry.bind(address, chosen, patient)
+            # Pending until proven: the running agent leaves it alone until `confirm`.
+            binding = registry.bind(address, chosen, patient, pending=True)
             try:
                 readings = await listen(binding, hardware, seconds=timeout_s, until_first=True)
             except BaseException:
@@ -200,6 +203,16 @@ def add_command(
                 _outbox(settings).put(event)
             except BaseException:
                 registry.discard(binding)
+                raise
+            try:
+                binding = registry.confirm(binding)
+            except BaseException:
+                registry.discard(binding)
+                # The agent may have sealed the event already: take it back with an unbind.
+                withdrawn = BindingEvent(
+                    binding.device_token, binding.patient_token, "unbound", time.time_ns()
+                )
+                _outbox(settings).put(withdrawn)
                 raise
             return binding, readings
 
@@ -231,7 +244,7 @@ def list_command(
         typer.echo(json.dumps(rows))
         return
     table = Table(title="bound devices")
-    for column in ("device", "kind", "transport", "address / port", "patient"):
+    for column in ("device", "kind", "transport", "address / port", "patient", "state"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -240,6 +253,7 @@ def list_command(
             str(row["transport"]),
             str(row["address"]),
             str(row["patient"])[:8],
+            "being paired" if row["pending"] else "in service",
         )
     _out.print(table)
 
@@ -254,6 +268,10 @@ def remove_command(
     try:
         binding = registry.unbind(device)
         assert binding.until_ns is not None  # noqa: S101 - unbind closes it
+        if binding.pending:
+            # An interrupted `pair add`: never confirmed, so no bound event ever left.
+            _out.print(f"forgot {binding.log_name}: it was never confirmed")
+            return
         event = BindingEvent(binding.device_token, binding.patient_token, "unbound",
                              binding.until_ns)  # fmt: skip
         _outbox(settings).put(event)

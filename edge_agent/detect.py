@@ -87,6 +87,11 @@ class DetectionStage:
         """Alerts for devices that went silent."""
         return self.engine.tick(now_ns)
 
+    def release(self, device_token: str, now_ns: int) -> list[AlertEvent]:
+        """An unpaired device: no longer watched for silence (its open silence alert clears)."""
+        self._watched = {key for key in self._watched if key[1] != device_token}
+        return self.engine.release(device_token, now_ns)
+
     def save_baselines(self, path: Path) -> None:
         self.bank.baselines().save(path)
 

@@ -17,9 +17,8 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from edge_agent.config import AgentConfig, SimulationSettings
-from edge_agent.registry import Binding, Registry
-from edge_agent.sources import Source
-from edge_agent.sources.ble import BleManager, BondedDevice
+from edge_agent.registry import Binding
+from edge_agent.sources.ble import BondedDevice
 from edge_agent.sources.serial import SerialKind, SerialSource
 
 if TYPE_CHECKING:
@@ -100,20 +99,3 @@ def serial_source(binding: Binding) -> SerialSource:
         device_token=binding.device_token,
         patient_token=binding.patient_token,
     )
-
-
-def registry_sources(registry: Registry, hardware: Hardware) -> list[Source]:
-    """Sources for the registry's active bindings: one BLE manager (one adapter) and a serial
-    source per bound port."""
-    sources: list[Source] = []
-    bonded = [bonded_device(b) for b in registry.active() if b.transport == "ble"]
-    if bonded:
-        sources.append(
-            BleManager(
-                bonded,
-                client_backend=hardware.client_backend,
-                scanner_backend=hardware.scanner_backend,
-            )
-        )
-    sources.extend(serial_source(b) for b in registry.active() if b.transport == "serial")
-    return sources

@@ -19,6 +19,7 @@ from edge_agent.config import PipelineSettings, SpoolSettings
 from edge_agent.detect import DetectionStage
 from edge_agent.framer import Framer
 from edge_agent.journal import IntakeJournal, JournalError
+from edge_agent.pairing_watch import POLL_INTERVAL_S, PairingWatcher, describe
 from edge_agent.protocol import AlertEvent, Channel, Frame, GatewayHealth, encode_frame, topic
 from edge_agent.publisher import Publisher
 from edge_agent.sealer import Sealer
@@ -87,8 +88,12 @@ class AgentPipeline:
         recovered: Sequence[Reading] = (),
         status_file: Path | None = None,
         binding_outbox: BindingOutbox | None = None,
+        pairings: PairingWatcher | None = None,
     ) -> None:
         self._settings = settings
+        self._pairings = pairings
+        self._source_tasks: dict[int, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
         self._binding_outbox = binding_outbox
         self._outbox_errors_logged: set[Path] = set()
         self._spool_settings = spool_settings
@@ -273,6 +278,39 @@ class AgentPipeline:
                 _LOGGER.error("%s; tried again in %.0f s", exc, BINDING_POLL_S)  # noqa: TRY400
             await asyncio.sleep(BINDING_POLL_S)
 
+    def _start_source(self, group: asyncio.TaskGroup, source: Source) -> None:
+        task = group.create_task(source.run(self._emit), name=f"agent.source[{source.name}]")
+        self._source_tasks[id(source)] = task
+
+    async def _pairing_loop(self, watcher: PairingWatcher) -> None:
+        """Devices paired or unpaired while the agent runs take effect within a poll."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            bindings = await asyncio.to_thread(watcher.read_if_changed)
+            if bindings is None or self._group is None:
+                continue
+            changes = await watcher.reconcile(bindings)
+            for source in changes.stop:
+                source.stop()
+                task = self._source_tasks.pop(id(source), None)
+                if task is not None:
+                    await asyncio.wait([task])
+                self._sources.remove(source)
+            for source in changes.start:
+                self._sources.append(source)
+                self._start_source(self._group, source)
+            if self._detection is not None:
+                now_ns = time.time_ns()
+                cleared = [
+                    event
+                    for token in changes.released
+                    for event in self._detection.release(token, now_ns)
+                ]
+                if cleared:
+                    await self._send_alerts(cleared)
+            if changes.added or changes.released:
+                _LOGGER.info("pairing registry changed: %s", describe(changes))
+
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self._spool_settings.commit_interval_s)
@@ -421,18 +459,27 @@ class AgentPipeline:
                 await self._readings.put(reading)
             self.stats.readings_recovered = len(self._recovered)
             self._recovered = []
-            source_tasks = [
-                group.create_task(source.run(self._emit), name=f"agent.source[{source.name}]")
-                for source in self._sources
-            ]
+            for source in self._sources:
+                self._start_source(group, source)
+            self._group = group
+            pairing_task = None
+            if self._pairings is not None:
+                pairing_task = group.create_task(
+                    self._pairing_loop(self._pairings), name="agent.pairings"
+                )
             await stop.wait()
+            # No source starts or stops from here on: the drain owns them.
+            self._group = None
+            if pairing_task is not None:
+                pairing_task.cancel()
+                await asyncio.wait([pairing_task])
             # The devices' last health goes out with the drain, while their links are still up.
             await self._send_health()
             self._state = "draining"
             _LOGGER.info("stopping %d sources, then draining", len(self._sources))
             for source in self._sources:
                 source.stop()
-            await asyncio.gather(*source_tasks)
+            await asyncio.gather(*self._source_tasks.values())
             self._sources_stopped = True
             _done, pending = await asyncio.wait(
                 [framer_task, *workers], timeout=self._settings.drain_timeout_s

@@ -9,11 +9,17 @@ identity registry).
 
 Bindings are time-bounded: removing one sets `until_ns`, and binding the device again mints a new
 device token, so readings of two patients never share a device pseudonym.
+
+A binding is written `pending` while `pair add` proves the device (first valid reading) and
+confirmed after: the running agent follows the file (pairing_watch.py) and takes a device only
+once it is confirmed, so the two never contend for one device. Every change re-reads the file
+under an exclusive lock (`registry.json.lock`), so two `pair` commands never undo each other's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -21,6 +27,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -72,10 +79,17 @@ class Binding:
     patient_token: str
     from_ns: int
     until_ns: int | None = None
+    pending: bool = False
+    """True while `pair add` is still proving the device: not yet the agent's to read."""
 
     @property
     def active(self) -> bool:
         return self.until_ns is None
+
+    @property
+    def in_service(self) -> bool:
+        """Bound and confirmed: the running agent reads it."""
+        return self.until_ns is None and not self.pending
 
     @property
     def log_name(self) -> str:
@@ -116,7 +130,26 @@ class Registry:
         self._patients: dict[str, str] = {}
         self._load()
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the registry's lock, with the file read afresh, for one read-modify-write."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            msg = f"{lock_path}: cannot open the registry's lock: {exc.strerror}"
+            raise RegistryError(msg) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._load()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _load(self) -> None:
+        self.bindings = []
+        self._patients = {}
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -168,7 +201,12 @@ class Registry:
         return self._patients.get(key)
 
     def active(self) -> list[Binding]:
+        """Bound now, pending ones included (what `pair` commands see)."""
         return [binding for binding in self.bindings if binding.active]
+
+    def in_service(self) -> list[Binding]:
+        """Bound and confirmed: the devices the agent reads."""
+        return [binding for binding in self.bindings if binding.in_service]
 
     def find(self, device: str) -> Binding | None:
         """An active binding by device token (or its first 8+ hex digits) or address/port."""
@@ -183,48 +221,81 @@ class Registry:
         return None
 
     def bind(
-        self, address: str, kind: str, patient_ref: str, *, now_ns: int | None = None
+        self,
+        address: str,
+        kind: str,
+        patient_ref: str,
+        *,
+        now_ns: int | None = None,
+        pending: bool = False,
     ) -> Binding:
-        """Bind a device to a patient; refuses a device that is bound already."""
+        """Bind a device to a patient; refuses a device that is bound (or being paired) already.
+
+        `pending`: written for `pair add` to prove first; `confirm` puts it in service."""
         transport, where = normalise_address(address)
         kinds = BLE_KINDS if transport == "ble" else SERIAL_KINDS
         if kind not in kinds:
             msg = f"kind {kind!r} is not a {transport} device kind; one of: {', '.join(kinds)}"
             raise RegistryError(msg)
-        existing = self.find(where)
-        if existing is not None:
-            msg = (
-                f"{existing.log_name} is bound already; `edge-agent pair remove "
-                f"{existing.device_token[:8]}` first"
+        with self._changing():
+            existing = self.find(where)
+            if existing is not None:
+                state = (
+                    "being paired (or an interrupted `pair add`)"
+                    if existing.pending
+                    else ("bound already")
+                )
+                msg = (
+                    f"{existing.log_name} is {state}; `edge-agent pair remove "
+                    f"{existing.device_token[:8]}` first"
+                )
+                raise RegistryError(msg)
+            patient = self.patient_token(patient_ref, mint=True)
+            assert patient is not None  # noqa: S101 -- minted just above
+            binding = Binding(
+                device_token=new_token(),
+                transport=transport,
+                address=where,
+                kind=kind,
+                patient_token=patient,
+                from_ns=now_ns if now_ns is not None else time.time_ns(),
+                pending=pending,
             )
-            raise RegistryError(msg)
-        patient = self.patient_token(patient_ref, mint=True)
-        assert patient is not None  # noqa: S101 -- minted just above
-        binding = Binding(
-            device_token=new_token(),
-            transport=transport,
-            address=where,
-            kind=kind,
-            patient_token=patient,
-            from_ns=now_ns if now_ns is not None else time.time_ns(),
-        )
-        self.bindings.append(binding)
-        self._save()
+            self.bindings.append(binding)
+            self._save()
         return binding
+
+    def confirm(self, binding: Binding) -> Binding:
+        """Put a pending binding in service (the running agent then reads the device)."""
+        with self._changing():
+            if binding not in self.bindings:
+                msg = f"{binding.log_name} is no longer in the registry; pair it again"
+                raise RegistryError(msg)
+            confirmed = replace(binding, pending=False)
+            self.bindings[self.bindings.index(binding)] = confirmed
+            self._save()
+        return confirmed
 
     def unbind(self, device: str, *, now_ns: int | None = None) -> Binding:
         """End an active binding (it stays in the file, closed, for the record)."""
-        binding = self.find(device)
-        if binding is None:
-            msg = f"no active binding for {device!r}; `edge-agent pair list` shows them"
-            raise RegistryError(msg)
-        closed = replace(binding, until_ns=now_ns if now_ns is not None else time.time_ns())
-        self.bindings[self.bindings.index(binding)] = closed
-        self._save()
+        with self._changing():
+            binding = self.find(device)
+            if binding is None:
+                msg = f"no active binding for {device!r}; `edge-agent pair list` shows them"
+                raise RegistryError(msg)
+            if binding.pending:
+                # Never in service, so never read: forgotten, as a failed `pair add` would be.
+                self.bindings.remove(binding)
+                self._save()
+                return replace(binding, until_ns=binding.from_ns)
+            closed = replace(binding, until_ns=now_ns if now_ns is not None else time.time_ns())
+            self.bindings[self.bindings.index(binding)] = closed
+            self._save()
         return closed
 
     def discard(self, binding: Binding) -> None:
         """Forget a binding that never took effect (`pair add` failed): nothing half-bound."""
-        if binding in self.bindings:
-            self.bindings.remove(binding)
-            self._save()
+        with self._changing():
+            if binding in self.bindings:
+                self.bindings.remove(binding)
+                self._save()

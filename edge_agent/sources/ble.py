@@ -461,6 +461,18 @@ class _Sightings:
             address: asyncio.Event() for address in self._wanted
         }
 
+    def want(self, address: str) -> None:
+        """Listen for one more bonded device (paired while the agent runs)."""
+        key = address.upper()
+        self._wanted.add(key)
+        self._events.setdefault(key, asyncio.Event())
+
+    def forget(self, address: str) -> None:
+        key = address.upper()
+        self._wanted.discard(key)
+        self._latest.pop(key, None)
+        self._events.pop(key, None)
+
     def on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         key = device.address.upper()
         if key not in self._wanted:
@@ -903,16 +915,22 @@ class BleManager:
         self._name = name
         # Jitter only spreads retries; it needs no cryptographic quality.
         jitter_rng = rng or random.Random()  # noqa: S311
-        adapter = _Adapter(self._settings, addresses, client_backend)
-        self._sightings = adapter.sightings
+        self._rng = jitter_rng
+        self._decoder = decoder or decode_characteristic
+        self._adapter = _Adapter(self._settings, addresses, client_backend)
+        self._sightings = self._adapter.sightings
         self.links: dict[str, BleLink] = {
             device.device_token: BleLink(
-                device, self._settings, decoder or decode_characteristic, adapter, jitter_rng
+                device, self._settings, self._decoder, self._adapter, jitter_rng
             )
             for device in devices
         }
         self._stopped = asyncio.Event()
         self.scanner_failures = 0
+        # While run() runs: its task group, where it emits, and each link's two tasks.
+        self._group: asyncio.TaskGroup | None = None
+        self._emit: Emit | None = None
+        self._link_tasks: dict[str, tuple[asyncio.Task[None], asyncio.Task[None]]] = {}
 
     @property
     def name(self) -> str:
@@ -924,28 +942,63 @@ class BleManager:
     def counters(self, device_token: str) -> BleCounters:
         return self.links[device_token].counters
 
+    def add(self, device: BondedDevice) -> None:
+        """Take one more bonded device (paired while the agent runs); its link starts now when
+        the manager runs, else with it."""
+        address = device.address.upper()
+        if device.device_token in self.links or any(
+            link.device.address.upper() == address for link in self.links.values()
+        ):
+            raise ConfigError(_ORIGIN, "devices", "the device is taken already")
+        link = BleLink(device, self._settings, self._decoder, self._adapter, self._rng)
+        self.links[device.device_token] = link
+        self._sightings.want(address)
+        if self._group is not None and self._emit is not None:
+            self._start_link(self._group, link, self._emit)
+
+    async def remove(self, device_token: str) -> None:
+        """Let one device go (unpaired): its link is closed and what it queued is emitted."""
+        link = self.links.pop(device_token, None)
+        if link is None:
+            return
+        tasks = self._link_tasks.pop(device_token, None)
+        if tasks is not None:
+            consumer, radio = tasks
+            radio.cancel()
+            await asyncio.wait([radio])
+            link.close_queue()
+            await asyncio.wait([consumer])
+        self._sightings.forget(link.device.address)
+        _LOGGER.info("%s: %s released", self._name, link.name)
+
+    def _start_link(self, group: asyncio.TaskGroup, link: BleLink, emit: Emit) -> None:
+        consumer = group.create_task(
+            link.run_consumer(emit), name=f"agent.source.ble[{link.name}].decode"
+        )
+        radio = group.create_task(link.run_link(), name=f"agent.source.ble[{link.name}]")
+        self._link_tasks[link.device.device_token] = (consumer, radio)
+
     async def run(self, emit: Emit) -> None:
         async with asyncio.TaskGroup() as group:
-            consumers = [
-                group.create_task(
-                    link.run_consumer(emit), name=f"agent.source.ble[{link.name}].decode"
-                )
-                for link in self.links.values()
-            ]
-            radio_tasks = [
-                group.create_task(self._scan(), name=f"agent.source.{self._name}.scan"),
-                *(
-                    group.create_task(link.run_link(), name=f"agent.source.ble[{link.name}]")
-                    for link in self.links.values()
-                ),
-            ]
-            await self._stopped.wait()
+            for link in self.links.values():
+                self._start_link(group, link, emit)
+            scan = group.create_task(self._scan(), name=f"agent.source.{self._name}.scan")
+            self._group, self._emit = group, emit
+            try:
+                await self._stopped.wait()
+            finally:
+                self._group = self._emit = None
+            tasks = list(self._link_tasks.values())
+            self._link_tasks.clear()
+            radio_tasks = [scan, *(radio for _consumer, radio in tasks)]
             for task in radio_tasks:
                 task.cancel()
             await asyncio.wait(radio_tasks)
             for link in self.links.values():
                 link.close_queue()
-            await asyncio.wait(consumers)
+            consumers = [consumer for consumer, _radio in tasks]
+            if consumers:
+                await asyncio.wait(consumers)
         _LOGGER.info("%s: stopped", self._name)
 
     async def _scan(self) -> None:

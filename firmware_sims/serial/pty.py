@@ -33,6 +33,7 @@ class PtyPort:
         self.bytes_dropped = 0
         self.plug_count = 0
         self._master: int | None = None
+        self._slave_name = ""
         self._lock = threading.Lock()
 
     @property
@@ -75,6 +76,7 @@ class PtyPort:
                 staging.unlink()
             staging.symlink_to(slave_name)
             staging.replace(self.link_path)
+            self._slave_name = slave_name
             self._master = master
             self.plug_count += 1
 
@@ -102,7 +104,8 @@ class PtyPort:
         with self._lock:
             if self._master is None:
                 return 0
-            probe = os.open(self.link_path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+            # By the tty's own name, not the link: another process may have moved the link.
+            probe = os.open(self._slave_name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             answer = fcntl.ioctl(probe, termios.FIONREAD, b"\0\0\0\0")
         finally:

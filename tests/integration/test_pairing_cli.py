@@ -148,3 +148,34 @@ def test_pairing_mistakes_are_refused_and_leave_nothing_bound(config: Path) -> N
     not_running = agent(config, "status", check=False)
     assert not_running.returncode == 1
     assert "no status file" in " ".join(not_running.stderr.split())
+
+
+def test_a_running_agent_takes_devices_as_they_are_paired_and_lets_them_go(config: Path) -> None:
+    # A new gateway: nothing paired yet, and the agent runs anyway.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        added = json.loads(
+            agent(config, "pair", "add", OXIMETER, "--patient", "MRN-8", "--json").stdout
+        )
+        status = _until_streaming(config, {added["device"]})
+        assert status["state"] == "running"
+        agent(config, "pair", "remove", added["device"][:8])
+        deadline = time.monotonic() + WAIT_S
+        while added["device"] in {row["device"] for row in status["devices"]}:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+            status = json.loads(agent(config, "status", "--json").stdout)
+        assert process.poll() is None  # still running, with no device left
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    log = err.decode()
+    assert process.returncode == 0, log[-2000:]
+    assert "no devices yet" in log
+    assert "1 device(s) paired" in log
+    assert "1 released" in log
+    assert OXIMETER not in log

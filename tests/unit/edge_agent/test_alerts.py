@@ -85,6 +85,22 @@ def test_silent_device_raises_and_clears_on_next_reading() -> None:
     assert engine.open_alerts() == 0
 
 
+def test_an_unpaired_device_is_no_longer_watched_and_its_silence_alert_clears() -> None:
+    engine = AlertEngine(silence_factor=5.0)
+    engine.expect(P, D, interval_s=1.0, now_ns=T0)
+    engine.expect(P, "other", interval_s=1.0, now_ns=T0)
+    raised = engine.tick(T0 + 6 * S)
+    assert len(raised) == 2
+    cleared = engine.release(D, T0 + 7 * S)
+    assert [(e.device_token, e.state) for e in cleared] == [(D, "cleared")]
+    assert engine.release(D, T0 + 8 * S) == []
+    # The other device is still watched; the released one never raises again.
+    assert engine.tick(T0 + 60 * S) == []
+    assert engine.open_alerts() == 1
+    engine.expect(P, D, interval_s=1.0, now_ns=T0 + 60 * S)  # paired again later: watched anew
+    assert [e.device_token for e in engine.tick(T0 + 66 * S)] == [D]
+
+
 def test_a_high_heart_rate_confirmed_by_the_cusum_raises_after_10_s_else_after_20_s() -> None:
     confirmed = _heart_rate(AlertEngine(), [140.0] * 30, fl.CUSUM_HIGH)
     assert [(e.kind, e.ts_ns) for e in confirmed] == [("heart_rate_high", T0 + 10 * S)]

@@ -83,3 +83,45 @@ def test_an_open_or_foreign_registry_file_is_refused(tmp_path: Path) -> None:
 def test_addresses_are_normalised() -> None:
     assert normalise_address("c6-b7-00-00-06-01") == ("ble", "C6:B7:00:00:06:01")
     assert normalise_address("/dev/ttyACM0") == ("serial", "/dev/ttyACM0")
+
+
+def test_a_pending_binding_is_seen_by_pair_commands_but_not_in_service(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.json", SECRET)
+    pending = registry.bind(OXIMETER, "pulse-oximeter", "MRN-0042", now_ns=5, pending=True)
+    assert registry.active() == [pending]
+    assert Registry(tmp_path / "registry.json", SECRET).in_service() == []
+    # Pairing it again while it is being proven is refused, and says why.
+    with pytest.raises(RegistryError, match="being paired"):
+        registry.bind(OXIMETER, "pulse-oximeter", "MRN-0042")
+    confirmed = registry.confirm(pending)
+    assert not confirmed.pending
+    assert Registry(tmp_path / "registry.json", SECRET).in_service() == [confirmed]
+
+
+def test_removing_an_interrupted_pairing_forgets_it(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.json", SECRET)
+    pending = registry.bind(OXIMETER, "pulse-oximeter", "MRN-0042", now_ns=5, pending=True)
+    removed = registry.unbind(pending.device_token[:8])
+    assert removed.pending
+    assert Registry(tmp_path / "registry.json", SECRET).bindings == []
+    # Confirming what was removed meanwhile is refused: pair add then undoes its side.
+    with pytest.raises(RegistryError, match="no longer in the registry"):
+        registry.confirm(pending)
+
+
+def test_two_registries_on_one_file_never_undo_each_others_changes(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    # Two `pair` commands, both loaded before either wrote.
+    first, second = Registry(path, SECRET), Registry(path, SECRET)
+    oximeter = first.bind(OXIMETER, "pulse-oximeter", "MRN-0042", pending=True)
+    monitor = second.bind("/dev/serial/by-id/usb-monitor", "bedside-monitor", "MRN-0042")
+    first.confirm(oximeter)
+    # The same reference got one pseudonym although the second command loaded before the first
+    # minted it.
+    assert monitor.patient_token == oximeter.patient_token
+    second.discard(monitor)
+    on_disk = Registry(path, SECRET).in_service()
+    assert [b.kind for b in on_disk] == ["pulse-oximeter"]
+    # And a device bound by one command is refused to the other.
+    with pytest.raises(RegistryError, match="bound already"):
+        second.bind(OXIMETER, "pulse-oximeter", "MRN-0043")
