@@ -14,10 +14,11 @@ from edge_agent.hardware import Hardware
 from edge_agent.pairing_watch import PairingWatcher
 from edge_agent.registry import Binding, Registry
 from edge_agent.sources.base import Reading
-from edge_agent.sources.ble import Backoff, BleManager, BleSettings, BondedDevice
+from edge_agent.sources.ble import Backoff, BleManager, BleSettings
 from edge_agent.sources.serial import SerialSource
 from firmware_sims.ble.backend import SimulatedRadio
-from firmware_sims.ble.peripherals import HealthPeripheral, PulseOximeter, simulated_address
+from firmware_sims.ble.peripherals import PulseOximeter, simulated_address
+from tests.support.ble import bonded
 from tests.support.polling import until
 
 SECRET = bytes(range(32))
@@ -39,16 +40,6 @@ async def radio() -> AsyncIterator[SimulatedRadio]:
         yield running
 
 
-def bonded(peripheral: HealthPeripheral, token: str) -> BondedDevice:
-    return BondedDevice(
-        address=peripheral.address,
-        device_token=token,
-        patient_token="ab" * 16,
-        device_kind=peripheral.kind,
-        expected_interval_s=peripheral.interval_s,
-    )
-
-
 @pytest.mark.asyncio
 async def test_a_running_manager_takes_a_new_device_and_lets_one_go(
     radio: SimulatedRadio,
@@ -56,7 +47,7 @@ async def test_a_running_manager_takes_a_new_device_and_lets_one_go(
     first = radio.add(PulseOximeter(simulated_address(1, 0), seed=1, interval_s=0.02))
     second = radio.add(PulseOximeter(simulated_address(1, 1), seed=2, interval_s=0.02))
     manager = BleManager(
-        [bonded(first, "01" * 16)],
+        [bonded(first, 1)],
         settings=SETTINGS,
         client_backend=radio.client_backend,
         scanner_backend=radio.scanner_backend,
@@ -72,7 +63,7 @@ async def test_a_running_manager_takes_a_new_device_and_lets_one_go(
     task = asyncio.create_task(manager.run(emit))
     await until(lambda: from_device("01" * 16) > 0, "readings of the first device")
     assert not second.is_connected
-    manager.add(bonded(second, "02" * 16))
+    manager.add(bonded(second, 2))
     await until(lambda: from_device("02" * 16) > 0, "readings of the device added live")
     await manager.remove("01" * 16)
     assert "01" * 16 not in manager.links
@@ -90,9 +81,9 @@ async def test_a_running_manager_takes_a_new_device_and_lets_one_go(
 @pytest.mark.asyncio
 async def test_a_device_is_taken_once(radio: SimulatedRadio) -> None:
     peripheral = radio.add(PulseOximeter(simulated_address(1, 0), seed=1, interval_s=0.02))
-    manager = BleManager([bonded(peripheral, "01" * 16)], settings=SETTINGS)
+    manager = BleManager([bonded(peripheral, 1)], settings=SETTINGS)
     with pytest.raises(ConfigError, match="taken already"):
-        manager.add(bonded(peripheral, "03" * 16))
+        manager.add(bonded(peripheral, 3))
 
 
 def changed(watcher: PairingWatcher) -> list[Binding]:

@@ -16,17 +16,16 @@ from edge_agent.sources.ble import (
     BleManager,
     BleSettings,
     BleSource,
-    BondedDevice,
     racp_report_request,
 )
 from firmware_sims.ble.backend import SimulatedRadio
 from firmware_sims.ble.peripherals import (
     PERIPHERAL_KINDS,
     GlucoseMeter,
-    HealthPeripheral,
     PulseOximeter,
     simulated_address,
 )
+from tests.support.ble import bonded
 from tests.support.polling import until
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
@@ -47,16 +46,6 @@ NS = 1_000_000_000
 async def radio() -> AsyncIterator[SimulatedRadio]:
     async with SimulatedRadio(advertising_interval_s=0.005) as running:
         yield running
-
-
-def bonded(peripheral: HealthPeripheral, n: int) -> BondedDevice:
-    return BondedDevice(
-        address=peripheral.address,
-        device_token=f"{n:02x}" * 16,
-        patient_token="ab" * 16,
-        device_kind=peripheral.kind,
-        expected_interval_s=peripheral.interval_s,
-    )
 
 
 @pytest.mark.asyncio
