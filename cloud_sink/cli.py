@@ -25,7 +25,7 @@ from cloud_sink.audit import AuditLog, AuditPaths, DetailValue
 from cloud_sink.baselines import BaselineSettings, BaselineSettingsError
 from cloud_sink.cli_audit import access_app, audit_app
 from cloud_sink.cli_gateways import app as gateways_app
-from cloud_sink.cli_guard import TokenFileOption, admit
+from cloud_sink.cli_guard import Admitted, TokenFileOption, admit, failure_audited
 from cloud_sink.cli_report import report
 from cloud_sink.cli_security import app as security_app
 from cloud_sink.clinical import (
@@ -45,7 +45,14 @@ from cloud_sink.clinical import (
 from cloud_sink.config import SinkConfig, load_sink_config, open_database
 from cloud_sink.consumer import MqttConsumer
 from cloud_sink.errors import CloudSinkError, DatabaseUnavailable
-from cloud_sink.fhir import ExportError, build_bundle, bundle_counts, read_export, write_bundle
+from cloud_sink.fhir import (
+    ExportError,
+    HospitalReference,
+    build_bundle,
+    bundle_counts,
+    read_export,
+    write_bundle,
+)
 from cloud_sink.fhir_anonymous import anonymise
 from cloud_sink.forecast import (
     DEFAULT_HORIZONS_MIN,
@@ -53,7 +60,7 @@ from cloud_sink.forecast import (
     ForecastInputError,
     VitalForecast,
 )
-from cloud_sink.identity import IdentityRegistry
+from cloud_sink.identity import IdentityError, IdentityRegistry
 from cloud_sink.influx import InfluxV1
 from cloud_sink.keyring import Keyring
 from cloud_sink.news2 import News2InputError, News2Inputs, parse_oxygen, score
@@ -160,7 +167,9 @@ async def _run_sink(config: SinkConfig, ready_file: Path | None) -> SinkStats:
         topic_prefix=config.mqtt.topic_prefix,
         replay=ReplayGuard(config.state_dir / "replay.json"),
         dead_letter_file=config.state_dir / "dead-letter.jsonl",
-        identity=IdentityRegistry(config.state_dir, AuditLog(AuditPaths.in_dir(config.state_dir))),
+        identity=IdentityRegistry(
+            config.identity_path, AuditLog(AuditPaths.in_dir(config.state_dir))
+        ),
     )
     consumer.start()
     try:
@@ -659,6 +668,43 @@ def patients_discharge(
     _report_profile("discharged", profile)
 
 
+def _hospital_reference(admitted: Admitted, patient: str) -> HospitalReference:
+    """The patient's hospital reference, looked up (and audited) as the admitted identity."""
+    registry = IdentityRegistry(admitted.settings.identity_path, admitted.audit)
+    value = registry.resolve(patient, actor=admitted.identity.name, role=admitted.identity.role)
+    if value is None:
+        raise IdentityError(
+            registry.path,
+            f"no hospital reference for patient {patient[:8]}…: no binding event carrying one "
+            "has reached the sink (was the device paired with `edge-agent pair add`?)",
+        )
+    return HospitalReference(admitted.settings.reference_system, value)
+
+
+@patients_app.command("identify")
+def patients_identify(
+    patient: PatientArgument,
+    config: ConfigOption = Path("configs/sink.toml"),
+    token_file: TokenFileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show the hospital's reference behind a pseudonymous patient token (audited)."""
+    try:
+        check_token(patient)
+        admitted = admit(config, token_file, "identity_lookup", patient)
+        reference = _hospital_reference(admitted, patient)
+    except CloudSinkError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"patient": patient, "system": reference.system, "reference": reference.value}
+            )
+        )
+        return
+    typer.echo(f"patient {patient[:8]}…: {reference.value} ({reference.system})")
+
+
 @export_app.command("fhir")
 def export_fhir(
     patient: PatientArgument,
@@ -678,26 +724,40 @@ def export_fhir(
             "(the only export a researcher may have; docs/twin.md).",
         ),
     ] = False,
+    identified: Annotated[
+        bool,
+        typer.Option(
+            "--identified",
+            help="Add the hospital's patient reference (from the identity registry, the lookup "
+            "audited) to the Patient; clinicians of the patient and admins only.",
+        ),
+    ] = False,
     config: ConfigOption = Path("configs/sink.toml"),
     token_file: TokenFileOption = None,
 ) -> None:
     """Write a FHIR R4 Bundle (collection): Patient, Devices, vital-sign Observations, NEWS2."""
+    if anonymised and identified:
+        raise _fail(ValueError("--anonymised and --identified exclude each other"))
     operation: Operation = "export_anonymised" if anonymised else "export_identified"
     try:
         start_ns = since_ns(since)
         check_token(patient)
         if not out.parent.is_dir():
             raise ExportError(patient, f"folder {out.parent} does not exist; create it first")
-        admitted = admit(config, token_file, operation, patient)
-        with open_database(admitted.settings) as influx:
-            data = read_export(influx, patient, start_ns, stale_factor)
-        generated_ns = time.time_ns()
-        if anonymised:
-            data, shift_ns = anonymise(data)
-            bundle = build_bundle(data, generated_ns + shift_ns, anonymised=True)
-        else:
-            bundle = build_bundle(data, generated_ns)
-        write_bundle(bundle, out, patient)
+        # The audit entry says anonymised (access.py); an identified one says so too.
+        detail: dict[str, DetailValue] | None = {"identified": True} if identified else None
+        admitted = admit(config, token_file, operation, patient, detail=detail)
+        with failure_audited(admitted, operation, patient):
+            reference = _hospital_reference(admitted, patient) if identified else None
+            with open_database(admitted.settings) as influx:
+                data = read_export(influx, patient, start_ns, stale_factor)
+            generated_ns = time.time_ns()
+            if anonymised:
+                data, shift_ns = anonymise(data)
+                bundle = build_bundle(data, generated_ns + shift_ns, anonymised=True)
+            else:
+                bundle = build_bundle(data, generated_ns, reference=reference)
+            write_bundle(bundle, out, patient)
     except CloudSinkError as exc:
         raise _fail(exc) from None
     counts = ", ".join(f"{n} {kind}" for kind, n in bundle_counts(bundle).items())

@@ -10,16 +10,18 @@ like any other (exit 2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cloud_sink.access import TOKEN_ENV, Identity, Operation, authorize, read_token
+from cloud_sink.access import AUDIT_ACTION, TOKEN_ENV, Identity, Operation, authorize, read_token
 from cloud_sink.audit import AuditLog, AuditPaths, DetailValue
 from cloud_sink.config import SinkConfig, load_sink_config
+from cloud_sink.errors import CloudSinkError
 
 TokenFileOption = Annotated[
     Path | None,
@@ -71,3 +73,27 @@ def admit(
         detail=detail,
     )
     return Admitted(settings, identity, audit)
+
+
+@contextlib.contextmanager
+def failure_audited(
+    admitted: Admitted, operation: Operation, patient: str | None = None
+) -> Iterator[None]:
+    """Audit a failure of the work an allowed request went on to do.
+
+    `admit` records the decision before the work; if the work then fails (InfluxDB down, an
+    unwritable --out), a second entry says so, so the log never reads as a completed export or
+    report that was not. Only the error's class is recorded: messages may carry paths or values.
+    """
+    try:
+        yield
+    except CloudSinkError as exc:
+        admitted.audit.append(
+            actor=admitted.identity.name,
+            role=admitted.identity.role,
+            action=AUDIT_ACTION[operation],
+            outcome="failed",
+            subject=patient,
+            detail={"stage": "after access", "error": type(exc).__name__},
+        )
+        raise

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cloud_sink.audit import AuditLog
-from cloud_sink.cli_guard import TokenFileOption, admit
+from cloud_sink.cli_guard import TokenFileOption, admit, failure_audited
 from cloud_sink.config import open_database
 from cloud_sink.errors import CloudSinkError
 from cloud_sink.report import (
@@ -130,13 +130,18 @@ def report(
     try:
         since_ns = parse_since_ns(since)
         admitted = admit(config, token_file, "report")
-        with open_database(admitted.settings) as influx:
-            data = read_population(influx, since_ns, generated_ns)
-        access = access_figures(admitted.audit, since_ns, generated_ns)
-        built = build_report(
-            data, since_ns=since_ns, until_ns=generated_ns, generated_ns=generated_ns, access=access
-        )
-        plots = () if out is None else write_outputs(built, out)
+        with failure_audited(admitted, "report"):
+            with open_database(admitted.settings) as influx:
+                data = read_population(influx, since_ns, generated_ns)
+            access = access_figures(admitted.audit, since_ns, generated_ns)
+            built = build_report(
+                data,
+                since_ns=since_ns,
+                until_ns=generated_ns,
+                generated_ns=generated_ns,
+                access=access,
+            )
+            plots = () if out is None else write_outputs(built, out)
     except CloudSinkError as exc:
         raise _fail(str(exc)) from None
     if out is not None:

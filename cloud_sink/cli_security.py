@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cloud_sink.cli_guard import TokenFileOption, admit
+from cloud_sink.cli_guard import TokenFileOption, admit, failure_audited
 from cloud_sink.errors import CloudSinkError
 from cloud_sink.security_report import (
     HOW,
@@ -74,13 +74,14 @@ def report(
     try:
         since_ns = parse_since_ns(since)
         # Aggregate figures only: the `report` operation (researchers and admins), audited.
-        settings = admit(config, token_file, "report", detail={"report": "security"}).settings
-        influx = settings.influxdb.client()
-        try:
-            sink = read_sink_counts(influx, since_ns, until_ns)
-        finally:
-            influx.close()
-        audit = read_audit_counts(settings.state_dir, since_ns, until_ns)
+        admitted = admit(config, token_file, "report", detail={"report": "security"})
+        with failure_audited(admitted, "report"):
+            influx = admitted.settings.influxdb.client()
+            try:
+                sink = read_sink_counts(influx, since_ns, until_ns)
+            finally:
+                influx.close()
+            audit = read_audit_counts(admitted.settings.state_dir, since_ns, until_ns)
     except CloudSinkError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(code=2) from None

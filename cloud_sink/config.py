@@ -6,6 +6,7 @@ import shlex
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloud_sink.access import AccessPolicy, parse_access
 from cloud_sink.broker_auth import (
@@ -16,12 +17,18 @@ from cloud_sink.broker_auth import (
 )
 from cloud_sink.consumer import ConsumerSettings
 from cloud_sink.errors import ConfigError
+from cloud_sink.identity import IDENTITY_FILE
 from cloud_sink.influx import InfluxV1
 from cloud_sink.pipeline import WriterSettings
 from edge_agent.protocol.settings import SettingsError, Table, load
 
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 PREFIX_PATTERN = r"([A-Za-z0-9_-]+/)*"
+# An absolute URI (RFC 3986 §4.3: a scheme, then no spaces): what FHIR's Identifier.system takes.
+URI_PATTERN = r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+"
+DEFAULT_REFERENCE_SYSTEM = "urn:bedside-twin:hospital-patient-reference"
+"""Identifier.system of the reference in an identified FHIR export; set the hospital's own
+(e.g. its MRN namespace URI) in [identity] reference_system."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,6 +56,15 @@ class SinkConfig:
     without it every such command is refused: docs/audit-and-access.md §2.4)."""
     broker: BrokerAdmin | None = None
     """The broker's password and ACL files, when this sink administers its broker ([broker])."""
+    identity_file: Path | None = None
+    """The identity registry ([identity] file); None: `state_dir/identity.json`. Sinks of one
+    shared subscription name one file, so each reference is found whichever sink stored it."""
+    reference_system: str = DEFAULT_REFERENCE_SYSTEM
+    """FHIR Identifier.system of the hospital's patient reference in an identified export."""
+
+    @property
+    def identity_path(self) -> Path:
+        return self.identity_file or self.state_dir / IDENTITY_FILE
 
 
 def _password(table: Table, required: bool) -> tuple[Path | None, str | None]:
@@ -151,6 +167,19 @@ def _writer(table: Table | None) -> WriterSettings:
     return settings
 
 
+def _identity(table: Table | None) -> dict[str, Any]:
+    if table is None:
+        return {}
+    settings = {
+        "identity_file": table.path("file") if table.has("file") else None,
+        "reference_system": table.string(
+            "reference_system", DEFAULT_REFERENCE_SYSTEM, pattern=URI_PATTERN
+        ),
+    }
+    table.finish()
+    return settings
+
+
 def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfig:
     """Read and validate a sink config; ConfigError names the file, line and key.
 
@@ -170,6 +199,7 @@ def load_sink_config(path: Path, *, password_required: bool = True) -> SinkConfi
             writer=_writer(root.optional_table("writer")),
             access=parse_access(root.optional_table("access")),
             broker=_broker(root.optional_table("broker")),
+            **_identity(root.optional_table("identity")),
         )
         keyring.finish()
         state.finish()

@@ -158,6 +158,22 @@ NEWS2_PARAMETER_TEXT: Final[Mapping[str, str]] = {
 NOT_SCORED: Final = Coding(DATA_ABSENT_REASON, "unknown", "Unknown")
 PSEUDONYMIZED: Final = Coding(V3_OBSERVATION_VALUE, "PSEUDED", "pseudonymized")
 ANONYMIZED: Final = Coding(V3_OBSERVATION_VALUE, "ANONYED", "anonymized")
+# An identified export names the patient: confidentiality "restricted" (HL7 v3-Confidentiality),
+# and the reference typed as a medical record number (HL7 v2 table 0203, code MR).
+RESTRICTED: Final = Coding(
+    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R", "restricted"
+)
+MEDICAL_RECORD_NUMBER: Final = Coding(
+    "http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical record number"
+)
+
+
+@dataclass(slots=True, frozen=True)
+class HospitalReference:
+    """The hospital's patient reference from the identity registry, for an identified export."""
+
+    system: str
+    value: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,6 +186,7 @@ class Labels:
 
 
 PSEUDONYMOUS_LABELS: Final = Labels(PATIENT_TOKEN_SYSTEM, DEVICE_TOKEN_SYSTEM, PSEUDONYMIZED)
+IDENTIFIED_LABELS: Final = Labels(PATIENT_TOKEN_SYSTEM, DEVICE_TOKEN_SYSTEM, RESTRICTED)
 ANONYMOUS_LABELS: Final = Labels(EXPORT_SUBJECT_SYSTEM, EXPORT_DEVICE_SYSTEM, ANONYMIZED)
 
 
@@ -250,16 +267,30 @@ def _reading_identifier(patient: str, reading: Reading) -> Json:
 
 
 def patient_resource(
-    patient: str, profile: PatientProfile | None, labels: Labels = PSEUDONYMOUS_LABELS
+    patient: str,
+    profile: PatientProfile | None,
+    labels: Labels = PSEUDONYMOUS_LABELS,
+    reference: HospitalReference | None = None,
 ) -> Json:
-    """A pseudonymous Patient: the token as identifier, no name, no birth date, no address."""
+    """A pseudonymous Patient: the token as identifier, no name, no birth date, no address;
+    with `reference` (identified export) the hospital's reference is a second identifier."""
+    identifiers: list[Json] = [{"system": labels.patient_system, "value": patient}]
+    if reference is not None:
+        identifiers.append(
+            {
+                "use": "usual",
+                "type": {"coding": [MEDICAL_RECORD_NUMBER.json()]},
+                "system": reference.system,
+                "value": reference.value,
+            }
+        )
     resource: Json = {
         "resourceType": "Patient",
         "id": resource_id("Patient", patient),
-        # Security label: the record is pseudonymised (HL7 v3 ObservationValue PSEUDED), or
-        # anonymised (ANONYED).
+        # Security label: the record is pseudonymised (HL7 v3 ObservationValue PSEUDED),
+        # anonymised (ANONYED), or identified and restricted (v3 Confidentiality R).
         "meta": {"security": [labels.security.json()]},
-        "identifier": [{"system": labels.patient_system, "value": patient}],
+        "identifier": identifiers,
     }
     if profile is not None:
         resource["active"] = profile.state == "admitted"
@@ -413,12 +444,24 @@ def group_readings(readings: Iterable[Reading]) -> list[list[Reading]]:
     return list(groups.values())
 
 
-def build_bundle(data: ExportData, generated_ns: int, *, anonymised: bool = False) -> Json:
+def build_bundle(
+    data: ExportData,
+    generated_ns: int,
+    *,
+    anonymised: bool = False,
+    reference: HospitalReference | None = None,
+) -> Json:
     """The R4 Bundle (type collection): Patient, Devices, vital-sign Observations, NEWS2.
 
     `anonymised`: `data` went through `fhir_anonymous.anonymise`; the ids are labelled so.
+    `reference`: an identified export, the Patient carries the hospital's reference.
     """
-    labels = ANONYMOUS_LABELS if anonymised else PSEUDONYMOUS_LABELS
+    if anonymised and reference is not None:
+        raise ExportError(data.patient, "an export is anonymised or identified, not both")
+    if reference is not None:
+        labels = IDENTIFIED_LABELS
+    else:
+        labels = ANONYMOUS_LABELS if anonymised else PSEUDONYMOUS_LABELS
     patient = check_token(data.patient)
     readings = {(r.metric, r.device, r.ts_ns): r for r in data.readings}
     if data.news2 is not None:
@@ -427,7 +470,7 @@ def build_bundle(data: ExportData, generated_ns: int, *, anonymised: bool = Fals
         readings.update({(r.metric, r.device, r.ts_ns): r for r in data.news2.used.values()})
     groups = group_readings(readings.values())
     devices = sorted({r.device for group in groups for r in group})
-    entries = [_entry(patient_resource(patient, data.profile, labels))]
+    entries = [_entry(patient_resource(patient, data.profile, labels, reference))]
     entries += [
         _entry(device_resource(patient, device, data.device_kinds.get(device), labels))
         for device in devices

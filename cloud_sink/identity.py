@@ -1,21 +1,28 @@
 """The sink's identity registry: which hospital patient reference a surrogate token stands for.
 
 The only place a reference rests in clear (issue #6 item 4, docs/pseudonyms.md). It arrives
-sealed, in a gateway's binding event, and is kept in `state_dir/identity.json`: mode 0600
-(a file with wider permissions is refused, as the keyring does), replaced atomically, fsynced.
-Every binding stored and every lookup of a reference goes to the audit log, which names tokens
-only. Bindings are idempotent: a redelivered event changes nothing and is not audited twice.
+sealed, in a gateway's binding event, and is kept in `state_dir/identity.json` (or the file
+`[identity] file` names): mode 0600 (a file with wider permissions is refused, as the keyring
+does), replaced atomically, fsynced. Every binding stored and every lookup of a reference goes
+to the audit log, which names tokens only. Bindings are idempotent: a redelivered event changes
+nothing and is not audited twice.
+
+Several sink processes behind one shared subscription may name one file: each change takes an
+exclusive flock on `<file>.lock` and re-reads the file first, and each lookup re-reads it under
+a shared lock, so a binding stored by one instance is found by the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import os
 import re
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -51,15 +58,34 @@ class Recorded:
 class IdentityRegistry:
     """Patient token -> reference, and device token -> (patient, bound, unbound, gateway)."""
 
-    def __init__(self, state_dir: Path, audit: AuditLog | None) -> None:
-        self.path = state_dir / IDENTITY_FILE
+    def __init__(self, path: Path, audit: AuditLog | None) -> None:
+        """`path`: the registry file (`SinkConfig.identity_path`)."""
+        self.path = path
         self._audit = audit
         self._lock = threading.Lock()
         self._patients: dict[str, str] = {}
         self._devices: dict[str, dict[str, Any]] = {}
-        self._load()
+        with self._file_lock(fcntl.LOCK_SH):
+            self._load()
+
+    @contextlib.contextmanager
+    def _file_lock(self, kind: int) -> Iterator[None]:
+        """The lock other processes sharing the file take too (flock on `<file>.lock`)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise IdentityError(self.path, f"cannot open its lock: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, kind)
+            yield
+        finally:
+            os.close(fd)
 
     def _load(self) -> None:
+        """Memory := the file (empty when there is none yet)."""
+        self._patients, self._devices = {}, {}
         try:
             mode = self.path.stat().st_mode
         except FileNotFoundError:
@@ -98,7 +124,9 @@ class IdentityRegistry:
         """Store a gateway's binding events (blocking: file write, fsync, audit)."""
         stored = unchanged = conflicts = 0
         audit: list[tuple[str, dict[str, str | int | bool | None]]] = []
-        with self._lock:
+        with self._lock, self._file_lock(fcntl.LOCK_EX):
+            # What another sink instance stored meanwhile is the starting point.
+            self._load()
             # All or nothing: if the audit log or the file cannot be written, memory goes back
             # to what the file holds, so the caller's retry does it all again (the audit log
             # may then hold an entry twice, never miss one).
@@ -167,7 +195,8 @@ class IdentityRegistry:
         already been authorised for `identity_lookup` of this patient)."""
         if not _TOKEN_RE.fullmatch(patient_token):
             raise IdentityError(self.path, "a lookup needs a patient token (32 hex characters)")
-        with self._lock:
+        with self._lock, self._file_lock(fcntl.LOCK_SH):
+            self._load()
             ref = self._patients.get(patient_token)
         if self._audit is not None:
             self._audit.append(
@@ -182,6 +211,7 @@ class IdentityRegistry:
 
     def device_patient(self, device_token: str) -> str | None:
         """The patient token a device token was bound to (no reference: not audited)."""
-        with self._lock:
+        with self._lock, self._file_lock(fcntl.LOCK_SH):
+            self._load()
             device = self._devices.get(device_token)
         return None if device is None else str(device.get("patient"))

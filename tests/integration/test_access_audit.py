@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,10 @@ from typer.testing import CliRunner
 from cloud_sink.access import TOKEN_ENV
 from cloud_sink.audit import AuditEntry, read_entries
 from cloud_sink.cli import app
+from cloud_sink.identity import IDENTITY_FILE, IdentityRegistry
 from cloud_sink.influx import InfluxV1
 from cloud_sink.lineproto import vital_line
+from edge_agent.protocol import BindingEvent
 from firmware_sims.services import InfluxServer
 from tests.support.access import Person, access_section, person
 
@@ -351,3 +354,78 @@ def test_audit_verify_passes_and_names_an_edited_removed_or_reordered_entry(
         assert f"first bad entry, line {line}:" in found.stdout, name
     # The original, untouched, still verifies.
     assert _audit_verify(sink.config).returncode == 0
+
+
+def _bind(sink: Sink, patient: str, reference: str) -> None:
+    """What a gateway's binding event leaves in the sink's identity registry."""
+    registry = IdentityRegistry(sink.config.parent / "state" / IDENTITY_FILE, None)
+    event = BindingEvent(DEVICE, patient, "bound", 1, reference)
+    assert registry.record("ward-1", [event]).stored == 1
+
+
+def test_a_clinician_may_see_the_hospital_reference_of_their_patient_only(
+    sink: Sink, tmp_path: Path
+) -> None:
+    _bind(sink, MINE, HOSPITAL_REF)
+    shown = json.loads(cli(sink, CLINICIAN, "patients", "identify", MINE, "--json"))
+    assert shown == {
+        "patient": MINE,
+        "system": "urn:bedside-twin:hospital-patient-reference",
+        "reference": HOSPITAL_REF,
+    }
+    lookups = [e for e in entries(sink) if e.action == "identity_lookup"]
+    # The decision, then the lookup itself: both by name and token, never the reference.
+    assert [(e.actor, e.subject, e.outcome) for e in lookups] == [
+        ("dr-lee", MINE, "ok"),
+        ("dr-lee", MINE, "ok"),
+    ]
+    for who, patient in ((CLINICIAN, OTHER), (RESEARCHER, MINE), (NOBODY, MINE)):
+        refused = cli(sink, who, "patients", "identify", patient, code=2)
+        assert HOSPITAL_REF not in refused
+    # Known to the sink only once a binding event carried it: said so, nothing printed.
+    unknown = cli(sink, ADMIN, "patients", "identify", OTHER, code=2)
+    assert "no hospital reference for patient d1d1d1d1" in unknown
+    assert (last(sink).action, last(sink).outcome, last(sink).detail) == (
+        "identity_lookup", "failed", {"found": False},
+    )  # fmt: skip
+
+    # The identified export: the reference as a second Patient identifier, labelled restricted.
+    out = tmp_path / "identified.json"
+    cli(sink, CLINICIAN, "export", "fhir", MINE, "--identified", "--out", str(out))
+    bundle = json.loads(out.read_text(encoding="utf-8"))
+    _validate(bundle)
+    patient = bundle["entry"][0]["resource"]
+    assert patient["identifier"][1]["value"] == HOSPITAL_REF
+    assert patient["identifier"][1]["type"]["coding"][0]["code"] == "MR"
+    assert bundle["meta"]["security"][0]["code"] == "R"
+    export = [e for e in entries(sink) if e.action == "export"][-1]
+    assert (export.actor, export.detail) == ("dr-lee", {"identified": True, "anonymised": False})
+    assert cli(sink, RESEARCHER, "export", "fhir", MINE, "--identified", "--out", "x.json", code=2)
+    cli(sink, ADMIN, "export", "fhir", MINE, "--identified", "--anonymised", "--out", "x", code=2)
+    assert HOSPITAL_REF not in sink.log.read_text(encoding="utf-8")
+
+
+def test_an_allowed_export_or_report_that_then_fails_is_audited_as_failed(
+    sink: Sink, tmp_path: Path
+) -> None:
+    # No binding event for OTHER: the identified export is allowed, then cannot be made.
+    cli(sink, ADMIN, "export", "fhir", OTHER, "--identified", "--out", str(tmp_path / "x.json"),
+        code=2)  # fmt: skip
+    assert not (tmp_path / "x.json").exists()
+    tail = entries(sink)[-3:]
+    assert [(e.action, e.outcome) for e in tail] == [
+        ("export", "ok"), ("identity_lookup", "failed"), ("export", "failed"),
+    ]  # fmt: skip
+    assert tail[-1].detail == {"stage": "after access", "error": "IdentityError"}
+    # The database gone after the check: the report is audited as failed too.
+    config = sink.config.read_text(encoding="utf-8")
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        re.sub(r'url = "[^"]+"', 'url = "http://127.0.0.1:9"', config), encoding="utf-8"
+    )
+    result = runner.invoke(app, ["report", "--config", str(broken)], env={TOKEN_ENV: ADMIN.token})
+    assert result.exit_code == 2, result.output
+    failed = entries(sink)[-1]
+    assert (failed.action, failed.outcome, failed.detail["stage"]) == (
+        "report", "failed", "after access",
+    )  # fmt: skip

@@ -70,7 +70,7 @@ def _bindings_reached_the_sink(stack: LocalStack, bindings: list[dict[str, str]]
     registry (0600), each one audited by token. Returns the audit log's text, to be scanned."""
     sink_state = load_sink_config(stack.sink_config).state_dir
     (patient,) = {b["patient_token"] for b in bindings}
-    identity = IdentityRegistry(sink_state, None)
+    identity = IdentityRegistry(sink_state / IDENTITY_FILE, None)
     assert identity.resolve(patient, actor="test", role="admin") == REF
     assert {identity.device_patient(b["device_token"]) for b in bindings} == {patient}
     assert (sink_state / IDENTITY_FILE).stat().st_mode & 0o777 == 0o600

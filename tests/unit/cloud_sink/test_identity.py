@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ T0 = 1_763_000_000 * 1_000_000_000
 
 def _registry(tmp_path: Path) -> tuple[IdentityRegistry, AuditLog]:
     audit = AuditLog(AuditPaths.in_dir(tmp_path))
-    return IdentityRegistry(tmp_path, audit), audit
+    return IdentityRegistry(tmp_path / IDENTITY_FILE, audit), audit
 
 
 def test_bindings_are_stored_once_and_survive_a_restart(tmp_path: Path) -> None:
@@ -97,7 +98,47 @@ def test_a_failed_write_changes_nothing_so_the_retry_stores_it(
         registry.record("ward-1", [event])
     monkeypatch.setattr(IdentityRegistry, "_save", real_save)
     assert registry.record("ward-1", [event]).stored == 1  # not "unchanged": memory rolled back
-    assert IdentityRegistry(tmp_path, None).resolve(P1, actor="a", role="admin") == REF
+    assert (
+        IdentityRegistry(tmp_path / IDENTITY_FILE, None).resolve(P1, actor="a", role="admin") == REF
+    )
     # The audit log over-records (the failed try's entry stays), never under-records.
     entries, _ = audit.read()
     assert [e.action for e in entries] == ["binding", "binding"]
+
+
+def _record_in_child(path: str, gateway: str, device: str, patient: str, ref: str) -> None:
+    registry = IdentityRegistry(Path(path), None)
+    for k in range(20):
+        event = BindingEvent(device[:-2] + f"{k:02x}", patient, "bound", T0 + k, ref)
+        registry.record(gateway, [event])
+
+
+def test_sinks_sharing_one_file_see_each_others_bindings(tmp_path: Path) -> None:
+    # Two sink instances behind one shared subscription: each binding event reaches one of them.
+    path = tmp_path / "shared" / IDENTITY_FILE
+    first, second = IdentityRegistry(path, None), IdentityRegistry(path, None)
+    first.record("ward-1", [BindingEvent(D1, P1, "bound", T0, REF)])
+    second.record("ward-2", [BindingEvent(D2, P2, "bound", T0, "MRN-OTHER")])
+    # Each finds what the other stored, and the second's write kept the first's binding.
+    assert second.resolve(P1, actor="a", role="admin") == REF
+    assert first.resolve(P2, actor="a", role="admin") == "MRN-OTHER"
+    assert first.device_patient(D2) == P2
+    assert IdentityRegistry(path, None).device_patient(D1) == P1
+
+
+def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / IDENTITY_FILE
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_record_in_child, args=(str(path), "ward-1", D1, P1, REF)),
+        context.Process(target=_record_in_child, args=(str(path), "ward-2", D2, P2, "MRN-2")),
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    registry = IdentityRegistry(path, None)
+    stored = json.loads(path.read_text(encoding="utf-8"))["devices"]
+    assert len(stored) == 40
+    assert {registry.device_patient(token) for token in stored} == {P1, P2}

@@ -108,3 +108,25 @@ def test_sink_config_errors_name_file_line_and_key(tmp_path: Path, repo_root: Pa
         ConfigError, match=rf"sink\.toml:{line}: writer\.max_age_ms: 0 is outside 1\.\.60000"
     ):
         load_sink_config(path)
+
+
+def test_the_identity_registry_file_and_reference_system_are_configurable(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    text = (repo_root / "configs" / "sink.toml").read_text()
+    default = tmp_path / "default.toml"
+    default.write_text(text)
+    config = load_sink_config(default)
+    assert config.identity_path == config.state_dir / "identity.json"
+    assert config.reference_system == "urn:bedside-twin:hospital-patient-reference"
+    shared = tmp_path / "shared.toml"
+    shared.write_text(
+        text + '\n[identity]\nfile = "shared/identity.json"\nreference_system = "urn:oid:1.2.3"\n'
+    )
+    config = load_sink_config(shared)
+    assert config.identity_path == tmp_path / "shared" / "identity.json"
+    assert config.reference_system == "urn:oid:1.2.3"
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(text + '\n[identity]\nreference_system = "our MRNs"\n')
+    with pytest.raises(ConfigError, match=r"identity\.reference_system"):
+        load_sink_config(wrong)
