@@ -20,13 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cloud_sink.cli_guard import audit_log
-from cloud_sink.cli_report import REPORT_FILE, access_figures, write_outputs
-from cloud_sink.clinical import record_observation, ward, ward_table
-from cloud_sink.config import load_sink_config
+from cloud_sink.cli_report import REPORT_FILE
+from cloud_sink.clinical import ward, ward_table
 from cloud_sink.influx import InfluxV1
-from cloud_sink.profiles import admit, parse_changes
-from cloud_sink.report import build_report, read_population
 from cloud_sink.twin import (
     iso_utc,
     list_patients,
@@ -162,31 +158,30 @@ _DEMO_DIAGNOSES = (
 )
 
 
-def _admit_patients(influx: InfluxV1, patients: list[str], seed: int) -> int:
-    """Admit every simulated patient with a seeded, made-up profile, as `patients admit` does."""
+def _admit_patients(stack: LocalStack, patients: list[str], seed: int) -> int:
+    """Admit every simulated patient with a seeded, made-up profile (`patients admit`)."""
     rng = random.Random(seed)  # noqa: S311 - made-up demo data, not a secret
     for i, patient in enumerate(patients):
         diagnosis, treatment = _DEMO_DIAGNOSES[i % len(_DEMO_DIAGNOSES)]
-        changes = parse_changes(
-            patient,
-            age_years=rng.randint(38, 91),
-            sex=("female", "male")[i % 2],
-            conditions=list(_DEMO_CONDITIONS[i % len(_DEMO_CONDITIONS)]),
-            diagnosis=diagnosis,
-            treatment=treatment,
-        )
-        admit(influx, patient, changes, time.time_ns())
+        conditions = [
+            arg for c in _DEMO_CONDITIONS[i % len(_DEMO_CONDITIONS)] for arg in ("--condition", c)
+        ]
+        _sink_command(
+            stack, "patients", "admit", patient, "--age", str(rng.randint(38, 91)),
+            "--sex", ("female", "male")[i % 2], *conditions,
+            "--diagnosis", diagnosis, "--treatment", treatment,
+        )  # fmt: skip
     return len(patients)
 
 
-def _population_report(influx: InfluxV1, sink_config: Path, out: Path) -> dict[str, object]:
-    """The population report with its plots, as `cloud-sink report --out DIR` writes it."""
-    now_ns = time.time_ns()
-    data = read_population(influx, None, now_ns)
-    access = access_figures(audit_log(load_sink_config(sink_config)), None, now_ns)
-    built = build_report(data, since_ns=None, until_ns=now_ns, generated_ns=now_ns, access=access)
-    plots = write_outputs(built, out)
-    return {"file": str(out / REPORT_FILE), "plots": len(plots), "patients": len(data.population)}
+def _population_report(stack: LocalStack, out: Path) -> dict[str, object]:
+    """The population report with its plots (`cloud-sink report --out DIR --json`)."""
+    document = json.loads(_sink_command(stack, "report", "--out", str(out), "--json"))
+    return {
+        "file": str(out / REPORT_FILE),
+        "plots": len(document["plots"]),
+        "patients": document["figures"]["average_age"]["patients"],
+    }
 
 
 def _identifier_hits(root: Path, patients: int, seed: int) -> dict[str, int]:
@@ -258,19 +253,22 @@ def run(args: argparse.Namespace, root: Path) -> int:
             entries = read_ledger(gateway.ledger_file)
             wait_for_vitals(influx, reconcile(entries, {}).generated, SETTLE_TIMEOUT_S)
             sink_rc = stack.stop_sink()
-            # The nurse's part of NEWS2 (consciousness, oxygen), as `cloud-sink twin observe` does.
+            # The nurse's part of NEWS2 (consciousness, oxygen) and the admissions, through the
+            # same checked and audited commands a nurse and a ward clerk use.
             patients = list_patients(influx)
             for patient in patients:
-                for kind, value in (("acvpu", "A"), ("oxygen", "air"), ("spo2_scale", "1")):
-                    record_observation(influx, patient, kind, value, time.time_ns())
-            admitted = _admit_patients(influx, patients, args.seed)
+                _sink_command(
+                    stack, "twin", "observe", patient, "--acvpu", "A", "--oxygen", "air",
+                    "--scale", "1",
+                )  # fmt: skip
+            admitted = _admit_patients(stack, patients, args.seed)
             _twin_tables(console, influx)
             alerts = _alerts(console, influx)
             result = reconcile(entries, stored_vitals(influx))
             fhir = _fhir_exports(stack, entries[0].patient, root)
             console.print(f"FHIR R4 bundles of patient {entries[0].patient[:12]}… in {root}:")
             console.print(fhir)
-            report = _population_report(influx, stack.sink_config, root / "report")
+            report = _population_report(stack, root / "report")
             console.print(
                 f"population report of {report['patients']} patients with "
                 f"{report['plots']} plots in {report['file']}"
