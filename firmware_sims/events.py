@@ -5,6 +5,10 @@ smooth envelope: a linear onset, a plateau and a linear recovery (DESIGN §7). A
 heart rate irregular. Everything is drawn from a seeded
 generator, so a cohort replays exactly, and every event is returned as a `GroundTruth` interval
 (onset start to recovery end) for scoring sensitivity, PPV and detection latency.
+
+Room events (`ROOM_EVENT_KINDS`: a warm room) move the room's air temperature, not a vital of
+one patient; they run on a room's own schedule (`firmware_sims.physiology.RoomClimate`) and are
+kept out of `EVENT_KINDS`, the mix the detection evaluation draws from.
 """
 
 from __future__ import annotations
@@ -47,6 +51,19 @@ EVENT_KINDS: Final[dict[str, EventKind]] = {
         ),
     )
 }
+
+
+# A room warming above the 25 °C from which the population report relates heart rate to room
+# temperature (cloud_sink/report.py ROOM_WARM_C): a failed cooling unit or a sunny afternoon,
+# over a few minutes, then back. Not a patient event: the detection evaluation's cohorts
+# (firmware_sims.cohort) draw from EVENT_KINDS only, so adding a room kind changes none of them.
+ROOM_EVENT_KINDS: Final[dict[str, EventKind]] = {
+    k.name: k
+    for k in (
+        EventKind("warm_room", (("room_temp", 28.0, 31.0),), (120, 300), (300, 1200), (300, 900)),
+    )
+}
+_ALL_KINDS: Final[dict[str, EventKind]] = {**EVENT_KINDS, **ROOM_EVENT_KINDS}
 
 
 @dataclass(slots=True, frozen=True)
@@ -109,11 +126,15 @@ class EventSchedule:
         kinds: tuple[str, ...] = tuple(EVENT_KINDS),
         gap_s: float = 600.0,
     ) -> EventSchedule:
-        """Poisson arrivals of randomly chosen kinds; events of one patient never overlap."""
+        """Poisson arrivals of randomly chosen kinds; events of one patient never overlap.
+
+        `kinds` names clinical kinds (default: every one of EVENT_KINDS) or, for a room's own
+        schedule, ROOM_EVENT_KINDS.
+        """
         events: list[_Scheduled] = []
         t_s = start_s + rng.exponential(3600.0 / events_per_hour) if events_per_hour > 0 else 1e18
         while t_s < start_s + duration_s:
-            kind = EVENT_KINDS[kinds[int(rng.integers(len(kinds)))]]
+            kind = _ALL_KINDS[kinds[int(rng.integers(len(kinds)))]]
             event = _Scheduled(
                 kind,
                 t_s,
@@ -143,8 +164,9 @@ class EventSchedule:
         return value
 
     def scripted(self, kind: str, start_s: float, onset_s: float, plateau_s: float) -> None:
-        """Add one event at a fixed time, at the middle of its kind's target ranges (demos)."""
-        event_kind = EVENT_KINDS[kind]
+        """Add one event at a fixed time, at the middle of its kind's target ranges (demos); the
+        recovery lasts as long as the onset."""
+        event_kind = _ALL_KINDS[kind]
         targets = tuple((m, (low + high) / 2.0) for m, low, high in event_kind.targets)
         self._events.append(_Scheduled(event_kind, start_s, onset_s, plateau_s, onset_s, targets))
         self._events.sort(key=lambda e: e.start_s)

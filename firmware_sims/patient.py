@@ -9,6 +9,7 @@ import numpy as np
 
 from firmware_sims.ble.peripherals import PERIPHERAL_KINDS, HealthPeripheral, simulated_address
 from firmware_sims.events import EventSchedule
+from firmware_sims.physiology import RoomClimate
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,7 +31,7 @@ WEARABLE_KIT: Final[tuple[KitItem, ...]] = (
 # Extras by bed: the room's environmental sensor at bed 1, a glucose meter at bed 2. With the four
 # wearables that is five links per bed, the most one adapter holds (BleSettings.max_links).
 BED_EXTRAS: Final[dict[int, tuple[KitItem, ...]]] = {
-    1: (KitItem("env-sensor", 30.0),),
+    1: (KitItem("env-sensor", 5.0),),
     2: (KitItem("glucose-meter", 60.0),),
 }
 # Devices that stamp readings with their own clock, in whole seconds: they never measure more
@@ -61,7 +62,9 @@ class SimulatedPatient:
     """Patient `index` of a seeded ward: tokens, events and BLE peripherals (not yet on a radio).
 
     Every device of the patient follows the same event schedule, so an injected fever shows on
-    the thermometer and a desaturation on the oximeter, as they would on the ward.
+    the thermometer and a desaturation on the oximeter, as they would on the ward. Every device
+    is in the same `room`: the room sensor at bed 1 measures it, and the heart rate and pulse
+    rate respond to its warmth (firmware_sims.physiology.heat_response_bpm).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SimulatedPatient:
         *,
         interval_scale: float = 1.0,
         schedule: EventSchedule | None = None,
+        room: RoomClimate | None = None,
     ) -> None:
         rng = np.random.default_rng([seed, index])
         self.index = index
@@ -86,5 +90,6 @@ class SimulatedPatient:
                 seed=seed,
                 interval_s=interval_s,
                 schedule=self.schedule,
+                room=room,
             )
             self.devices.append(BedsideDevice(peripheral, mint_token(rng)))

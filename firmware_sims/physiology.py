@@ -1,4 +1,5 @@
-"""Seeded vital-sign generators: baseline + circadian cosinor + Ornstein-Uhlenbeck drift + noise."""
+"""Seeded vital-sign generators (baseline + circadian cosinor + Ornstein-Uhlenbeck drift + noise),
+the room's climate, and the heart rate's response to a warm room."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Final
 import numpy as np
 
 from edge_agent.protocol import by_name
+from firmware_sims.events import EventSchedule
 
 SECONDS_PER_DAY: Final = 86_400.0
 
@@ -73,6 +75,63 @@ class VitalGenerator:
         raw = self._personal_mean + circadian + self._drift + offset
         raw += self._rng.normal(0.0, m.noise_sd)
         return _round(min(m.high, max(m.low, raw)), m.resolution)
+
+
+# A ward room held near 22 °C by its ventilation, rooms 1 °C apart (sd), warmest in the afternoon.
+ROOM_MEAN_C: Final = 22.0
+ROOM_BETWEEN_SD_C: Final = 1.0
+ROOM_CIRCADIAN_AMPLITUDE_C: Final = 0.8
+ROOM_ACROPHASE_H: Final = 15.0
+
+# The simulation's ground truth for the heart rate's response to the room (docs/report.md,
+# "Checked against the simulation"): at rest the rate does not depend on the room up to
+# THERMONEUTRAL_C and rises by HEART_RATE_BPM_PER_C for every degree above it, at once and for
+# every patient alike.
+# Heat makes the heart beat faster to carry blood to the skin; laboratory heat exposures at rest
+# raise it by tens of beats per minute (Meade et al., "Meta-analysis of heat-induced changes in
+# cardiac function from over 400 laboratory-based heat exposure studies", Nat Commun 2025;
+# 16:2543). The 3 /min per °C is a round value of that order chosen for the simulation, not an
+# estimate taken from the paper; 25 °C is where the population report starts its regression.
+THERMONEUTRAL_C: Final = 25.0
+HEART_RATE_BPM_PER_C: Final = 3.0
+
+
+def heat_response_bpm(room_c: float) -> float:
+    """How much faster the heart beats in a room at `room_c` than in a thermoneutral one."""
+    return HEART_RATE_BPM_PER_C * max(0.0, room_c - THERMONEUTRAL_C)
+
+
+class RoomClimate:
+    """The air temperature of one room (the bay a gateway serves) over time.
+
+    A deterministic function of time, so the room sensor and every patient in the room read the
+    same temperature at any moment, in any order: the room's own level, a daily cosinor, and
+    its events (a warm room) pulling it towards their targets. Ventilation keeps the room from
+    drifting otherwise; the sensor adds its measurement noise.
+    """
+
+    def __init__(
+        self,
+        mean_c: float = ROOM_MEAN_C,
+        *,
+        circadian_amplitude_c: float = ROOM_CIRCADIAN_AMPLITUDE_C,
+        events: EventSchedule | None = None,
+    ) -> None:
+        self.mean_c = mean_c
+        self.circadian_amplitude_c = circadian_amplitude_c
+        self.events = events if events is not None else EventSchedule.none()
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, events: EventSchedule | None = None) -> RoomClimate:
+        """A room of a seeded ward: its own level drawn around ROOM_MEAN_C."""
+        return cls(ROOM_MEAN_C + float(rng.normal(0.0, ROOM_BETWEEN_SD_C)), events=events)
+
+    def temp_c(self, t_s: float) -> float:
+        """The room's air temperature at UNIX time `t_s`, events included (not quantised)."""
+        hour = (t_s % SECONDS_PER_DAY) / 3600.0
+        phase = 2.0 * math.pi * (hour - ROOM_ACROPHASE_H) / 24.0
+        base = self.mean_c + self.circadian_amplitude_c * math.cos(phase)
+        return self.events.apply("room_temp", t_s, base)
 
 
 def quantise(model: VitalModel, value: float) -> float:

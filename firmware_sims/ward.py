@@ -36,6 +36,7 @@ from firmware_sims.ble.peripherals import (
 from firmware_sims.events import EventSchedule
 from firmware_sims.ledger import Identity, Ledger, LedgerEntry
 from firmware_sims.patient import SimulatedPatient, mint_token
+from firmware_sims.physiology import RoomClimate
 from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, Sent, stream
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,6 +80,15 @@ _MIN_SERIAL_INTERVAL_S: Final = 0.2
 _QUIESCE_POLL_S: Final = 0.02
 
 
+# The scripted warm room, compressed for a demo as the scripted patient event is: from one second
+# after start the room warms over 15 s to the middle of the warm-room range (29.5 °C) and stays
+# there for a minute, so even a 20 s run sees the room sensor pass 25 °C several times, and the
+# heart rates follow (firmware_sims.physiology.HEART_RATE_BPM_PER_C).
+WARM_ROOM_START_S: Final = 1.0
+WARM_ROOM_ONSET_S: Final = 15.0
+WARM_ROOM_PLATEAU_S: Final = 60.0
+
+
 @dataclass(slots=True, frozen=True)
 class WardSettings:
     """The simulated ward: patients, seed, pace, events and serial devices."""
@@ -90,6 +100,14 @@ class WardSettings:
     scripted_event: str | None = None
     implant_receivers: int = 0
     bedside_monitors: int = 0
+    warm_room: bool | None = None
+    """Script the warm room from the start; None: whenever `scripted_event` is set, so a scripted
+    (demo) run shows a room event as well as a patient one. The agent config has no key of its
+    own for it."""
+
+    @property
+    def scripts_warm_room(self) -> bool:
+        return self.warm_room if self.warm_room is not None else self.scripted_event is not None
 
 
 class _ReportsReadings(Protocol):
@@ -140,6 +158,15 @@ class SimulatedWard:
         self._streams: list[asyncio.Task[None]] = []
         self._readers: dict[str, SerialSource] = {}
         now_s = time.time()
+        # One room: the ward's room sensor (at bed 1) measures it and every patient is in it.
+        self.room = RoomClimate.draw(np.random.default_rng([settings.seed, 0, 3]))
+        if settings.scripts_warm_room:
+            self.room.events.scripted(
+                "warm_room",
+                start_s=now_s + WARM_ROOM_START_S,
+                onset_s=WARM_ROOM_ONSET_S,
+                plateau_s=WARM_ROOM_PLATEAU_S,
+            )
         self.patients: list[SimulatedPatient] = []
         for index in range(1, settings.patients + 1):
             rng = np.random.default_rng([settings.seed, index, 1])
@@ -151,7 +178,11 @@ class SimulatedWard:
                     settings.scripted_event, start_s=now_s + 1.0, onset_s=1.0, plateau_s=8.0
                 )
             patient = SimulatedPatient(
-                index, settings.seed, interval_scale=settings.interval_scale, schedule=schedule
+                index,
+                settings.seed,
+                interval_scale=settings.interval_scale,
+                schedule=schedule,
+                room=self.room,
             )
             for device in patient.devices:
                 device.peripheral.on_sent = self._ble_tap(
@@ -179,7 +210,7 @@ class SimulatedWard:
         bedside monitor; what the agent reads is up to the device registry."""
         for number, kind in enumerate(sorted(PERIPHERAL_KINDS), start=1):
             peripheral = PERIPHERAL_KINDS[kind](
-                simulated_address(0, number), seed=self.settings.seed
+                simulated_address(0, number), seed=self.settings.seed, room=self.room
             )
             self.bench.append(self.radio.add(peripheral))
         ports_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +257,7 @@ class SimulatedWard:
         device: ImplantReceiverSim | BedsideMonitorSim = (
             ImplantReceiverSim(device_seed)
             if kind is SerialKind.IMPLANT
-            else BedsideMonitorSim(device_seed)
+            else BedsideMonitorSim(device_seed, room=self.room)
         )
         interval_s = max(
             _MIN_SERIAL_INTERVAL_S, SERIAL_INTERVAL_S[kind] * self.settings.interval_scale

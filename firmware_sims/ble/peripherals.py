@@ -60,7 +60,13 @@ from firmware_sims.ble.encoders import (
     max_rr_intervals,
 )
 from firmware_sims.events import EventSchedule
-from firmware_sims.physiology import MODELS, VitalGenerator, VitalModel
+from firmware_sims.physiology import (
+    MODELS,
+    RoomClimate,
+    VitalGenerator,
+    VitalModel,
+    heat_response_bpm,
+)
 
 # --- UUIDs (Bluetooth SIG Assigned Numbers §3.4 services, §3.8 characteristics) -----------------
 HEART_RATE_SERVICE: Final = "180d"
@@ -129,16 +135,18 @@ _BATTERY_FULL_UUID: Final = normalize_uuid_16(0x2A19)
 _RR_UNITS_PER_S: Final = 1024
 
 # Vitals the shared physiology does not model, for the peripherals that report them: an
-# oximeter's own pulse rate (like heart rate), an inpatient's capillary glucose, a room's climate.
+# oximeter's own pulse rate (like heart rate), an inpatient's capillary glucose, a room's
+# humidity. The room's temperature is the room's own (RoomClimate), shared with its patients.
 EXTRA_MODELS: Final[dict[str, VitalModel]] = {
     m.metric: m
     for m in (
         VitalModel("pulse_rate", 74.0, 7.0, 5.0, 16.0, 4.0, 300.0, 1.0, 1.0, 50.0, 115.0),
         VitalModel("glucose", 110.0, 15.0, 10.0, 8.0, 12.0, 3600.0, 4.0, 1.0, 60.0, 250.0),
-        VitalModel("room_temp", 22.0, 1.0, 0.8, 15.0, 0.3, 1800.0, 0.05, 0.1, 18.0, 27.0),
         VitalModel("humidity", 45.0, 5.0, 4.0, 6.0, 2.0, 1800.0, 0.5, 0.5, 25.0, 70.0),
     )
 }
+# The room sensor's measurement noise (sd) around the room's temperature.
+ROOM_SENSOR_NOISE_C: Final = 0.05
 
 # Events are defined on the vitals a patient has; an oximeter's pulse rate follows the heart rate.
 _EVENT_METRIC: Final = {"pulse_rate": "heart_rate"}
@@ -269,6 +277,7 @@ class HealthPeripheral(SimulatedPeripheral):
         interval_s: float | None = None,
         rssi_dbm: int = -60,
         schedule: EventSchedule | None = None,
+        room: RoomClimate | None = None,
     ) -> None:
         super().__init__(
             address,
@@ -283,6 +292,8 @@ class HealthPeripheral(SimulatedPeripheral):
         self.generators: dict[str, VitalGenerator] = {}
         self.truth: deque[TruthValue] = deque(maxlen=_MAX_TRUTH)
         self.schedule = schedule
+        # The room the device measures in: its patient's heart rate responds to its warmth.
+        self.room = room
         # Hears every value that reached a central intact (the simulated ward's ledger).
         self.on_sent: Callable[[SentValue], None] | None = None
         self.battery_pct = 100.0
@@ -311,9 +322,14 @@ class HealthPeripheral(SimulatedPeripheral):
     def measured(self, metric: str, ts_ns: int, exponent: int = 0) -> float:
         """The patient's value at `ts_ns`, events included, quantised as the wire carries it."""
         t_s = ts_ns / 1e9
+        vital = _EVENT_METRIC.get(metric, metric)
         value = self.generator(metric).sample(t_s)
+        if vital == "heart_rate" and self.room is not None:
+            # After the generator's resting limits, so a warm room moves every patient alike;
+            # an event under way (a tachycardia) then pulls the rate to its own target.
+            value += heat_response_bpm(self.room.temp_c(t_s))
         if self.schedule is not None:
-            value = self.schedule.apply(_EVENT_METRIC.get(metric, metric), t_s, value)
+            value = self.schedule.apply(vital, t_s, value)
         return on_wire(metric, value, exponent)
 
     def sample(self, metric: str, ts_ns: int, exponent: int = 0) -> float:
@@ -703,7 +719,9 @@ class EnvironmentalSensor(HealthPeripheral):
     kind = "env-sensor"
     model_number = "SIM-ESS-1"
     reports = ("room_temp", "humidity")
-    default_interval_s = 30.0
+    # Battery room sensors update every few seconds; enough for the room to be followed while it
+    # warms, and for a short demo to see several readings.
+    default_interval_s = 5.0
     primary_service = ENVIRONMENTAL_SENSING_SERVICE
 
     @classmethod
@@ -717,6 +735,16 @@ class EnvironmentalSensor(HealthPeripheral):
                 ),
             )
         ]
+
+    def setup(self) -> None:
+        # A sensor outside a simulated ward measures a room of its own.
+        self.climate = self.room if self.room is not None else RoomClimate.draw(self.rng)
+
+    def measured(self, metric: str, ts_ns: int, exponent: int = 0) -> float:
+        if metric != "room_temp":
+            return super().measured(metric, ts_ns, exponent)
+        noise_c = float(self.rng.normal(0.0, ROOM_SENSOR_NOISE_C))
+        return on_wire(metric, self.climate.temp_c(ts_ns / 1e9) + noise_c, exponent)
 
     def measure(self, ts_ns: int) -> None:
         # Both characteristics carry hundredths (GSS "Temperature" 0x2A6E, "Humidity" 0x2A6F).

@@ -14,7 +14,7 @@ from typing import Final
 
 import numpy as np
 
-from firmware_sims.physiology import MODELS, VitalGenerator
+from firmware_sims.physiology import MODELS, RoomClimate, VitalGenerator, heat_response_bpm
 from firmware_sims.serial.pty import Sent
 
 _NS_PER_MS: Final = 1_000_000
@@ -91,14 +91,21 @@ class BedsideMonitorSim:
     """A monitor printing one sentence per call, seeded; NIBP every `nibp_every`-th sentence.
 
     Time stamps are the monitor clock at millisecond resolution and strictly increasing, so each
-    sentence's readings have their own identity in storage.
+    sentence's readings have their own identity in storage. At a bed of a simulated ward the
+    patient's heart rate responds to the `room` as on the BLE devices.
     """
 
     def __init__(
-        self, seed: int, nibp_every: int = 15, clock_ns: Callable[[], int] | None = None
+        self,
+        seed: int,
+        nibp_every: int = 15,
+        clock_ns: Callable[[], int] | None = None,
+        *,
+        room: RoomClimate | None = None,
     ) -> None:
         rng = np.random.default_rng([seed, 0x3C])
         self._rng = rng
+        self._room = room
         self._clock_ns = clock_ns if clock_ns is not None else time.time_ns
         self._generators = {
             name: VitalGenerator(MODELS[name], rng)
@@ -124,6 +131,8 @@ class BedsideMonitorSim:
         self._last_ts_ns = ts_ns
         t_s = ts_ns / _NS_PER_S
         sample = {name: gen.sample(t_s) for name, gen in self._generators.items()}
+        if self._room is not None:
+            sample["heart_rate"] += heat_response_bpm(self._room.temp_c(t_s))
         nibp: tuple[int, int, int] | None = None
         if self.nibp_every > 0 and self.seq % self.nibp_every == 0:
             systolic = round(sample["bp_systolic"])
