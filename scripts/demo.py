@@ -36,6 +36,7 @@ from edge_agent.config import MAX_SIMULATED_PATIENTS
 from firmware_sims.ble.peripherals import SERIAL_NUMBER, address_spellings
 from firmware_sims.ledger import LedgerEntry, read_ledger, reconcile
 from firmware_sims.patient import SimulatedPatient
+from firmware_sims.physiology import HEART_RATE_BPM_PER_C
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 from firmware_sims.stack import LocalStack
 
@@ -175,13 +176,42 @@ def _admit_patients(stack: LocalStack, patients: list[str], seed: int) -> int:
 
 
 def _population_report(stack: LocalStack, out: Path) -> dict[str, object]:
-    """The population report with its plots (`cloud-sink report --out DIR --json`)."""
+    """The population report with its plots (`cloud-sink report --out DIR --json`), and its
+    room figures next to the simulation's ground truth (the scripted warm room)."""
     document = json.loads(_sink_command(stack, "report", "--out", str(out), "--json"))
+    figures = document["figures"]
+    slope = figures["heart_rate_per_room_temp"]
     return {
         "file": str(out / REPORT_FILE),
         "plots": len(document["plots"]),
-        "patients": document["figures"]["average_age"]["patients"],
+        "patients": figures["average_age"]["patients"],
+        "room_temperature_mean": figures["room_temperature_mean"]["value"],
+        "room_temperature_variance": figures["room_temperature_variance"]["value"],
+        "room_readings": figures["room_temperature_variance"].get("readings"),
+        "heart_rate_per_room_temp": slope["value"],
+        "heart_rate_per_room_temp_ci95": slope.get("ci95"),
+        "heart_rate_per_room_temp_pairs": slope.get("n"),
+        "simulated_heart_rate_per_room_temp": HEART_RATE_BPM_PER_C,
     }
+
+
+def _room_summary(report: dict[str, object]) -> str:
+    """One line: the room's figures and the regression against the simulation's truth."""
+    variance, slope = report["room_temperature_variance"], report["heart_rate_per_room_temp"]
+    ci95 = report["heart_rate_per_room_temp_ci95"]
+    room = (
+        "room temperature: too few readings"
+        if not isinstance(variance, float)
+        else f"room temperature mean {report['room_temperature_mean']:.2f} °C, variance "
+        f"{variance:.2f} K² over {report['room_readings']} readings"
+    )
+    if not isinstance(slope, float) or not isinstance(ci95, list):
+        return f"{room}; heart rate per °C above 25 °C: insufficient data"
+    return (
+        f"{room}; heart rate {slope:+.2f} /min per °C above 25 °C "
+        f"(95 % CI {ci95[0]:.2f} to {ci95[1]:.2f}, {report['heart_rate_per_room_temp_pairs']} "
+        f"pairs; the simulation's truth: {HEART_RATE_BPM_PER_C:.1f})"
+    )
 
 
 def _identifier_hits(root: Path, patients: int, seed: int) -> dict[str, int]:
@@ -227,8 +257,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
         stack.write_sink_config()
         # Patient 1 has a fever episode from 1 s to 11 s after start and the devices run at
         # half their ward intervals, so the bedside alert is raised and cleared even in a short
-        # run. Every patient wears BLE devices (a simulated radio behind bleak); bed 1 also has
-        # an implant receiver and the last bed a bedside monitor, both on pseudo-terminals.
+        # run. The scripted event also warms the room from 1 s to 16 s after start (to 29.5 °C;
+        # firmware_sims.ward.WARM_ROOM_*), with the room sensor reading every 2.5 s, and every
+        # patient's heart rate follows: the report's heart rate per °C above 25 °C has its
+        # pairs, to compare with the simulation's HEART_RATE_BPM_PER_C. Every patient wears BLE
+        # devices (a simulated radio behind bleak); bed 1 also has an implant receiver and the
+        # last bed a bedside monitor, both on pseudo-terminals.
         # On the secure broker this enrols the gateway (its key and its broker login).
         gateway = stack.add_gateway(
             GATEWAY_ID,
@@ -273,6 +307,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 f"population report of {report['patients']} patients with "
                 f"{report['plots']} plots in {report['file']}"
             )
+            console.print(_room_summary(report))
             figures = json.loads(_sink_command(stack, "security", "report", "--json"))
             console.print(
                 f"security: {figures['envelopes_accepted']} envelopes accepted, "
