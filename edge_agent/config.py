@@ -83,6 +83,9 @@ class SimulationSettings:
     """Patients 1..k also have an implant telemetry receiver on a pseudo-terminal."""
     bedside_monitors: int
     """The last k patients also have a legacy bedside monitor on a pseudo-terminal."""
+    warm_room: bool = False
+    """The room warms to ~29.5 C from 1 s after start (firmware_sims.ward): the report's heart
+    rate per degree above 25 C then has data within a short demo."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -233,6 +236,7 @@ def _simulation(table: Table | None) -> SimulationSettings | None:
         # At most one of each per patient: a bed has one receiver and one monitor.
         implant_receivers=table.integer("implant_receivers", 0, low=0, high=patients),
         bedside_monitors=table.integer("bedside_monitors", 0, low=0, high=patients),
+        warm_room=table.boolean("warm_room", default=False),
     )
     table.finish()
     return settings

@@ -72,6 +72,7 @@ async def _simulated(
         scripted_event=simulation.scripted_event,
         implant_receivers=simulation.implant_receivers,
         bedside_monitors=simulation.bedside_monitors,
+        warm_room=simulation.warm_room,
     )
     with Ledger(simulation.ledger_file) as ledger:
         ward = SimulatedWard(settings, ports_dir=state_dir / "sim-ports", ledger=ledger)

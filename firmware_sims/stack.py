@@ -200,6 +200,7 @@ max_age_ms = {batch_max_age_ms}
         *,
         drain_timeout_s: float = 30.0,
         scripted_event: str | None = None,
+        warm_room: bool = False,
         serial: tuple[SerialDevice, ...] = (),
         implant_receivers: int = 0,
         bedside_monitors: int = 0,
@@ -244,6 +245,7 @@ interval_scale = {interval_scale}
 implant_receivers = {implant_receivers}
 bedside_monitors = {bedside_monitors}
 {f'scripted_event = "{scripted_event}"' if scripted_event else ""}
+warm_room = {"true" if warm_room else "false"}
 {"".join(device.toml() for device in serial)}
 """,
             encoding="utf-8",

@@ -100,14 +100,12 @@ class WardSettings:
     scripted_event: str | None = None
     implant_receivers: int = 0
     bedside_monitors: int = 0
-    warm_room: bool | None = None
-    """Script the warm room from the start; None: whenever `scripted_event` is set, so a scripted
-    (demo) run shows a room event as well as a patient one. The agent config has no key of its
-    own for it."""
+    warm_room: bool = False
+    """Script the warm room from the start (`[simulation] warm_room` in the agent config)."""
 
     @property
     def scripts_warm_room(self) -> bool:
-        return self.warm_room if self.warm_room is not None else self.scripted_event is not None
+        return self.warm_room
 
 
 class _ReportsReadings(Protocol):

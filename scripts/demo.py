@@ -270,6 +270,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             args.seed,
             interval_scale=0.5,
             scripted_event="fever",
+            warm_room=True,
             implant_receivers=1,
             bedside_monitors=1,
         )

@@ -149,7 +149,9 @@ def test_the_room_sensor_measures_the_room() -> None:
 
 def test_a_scripted_ward_warms_its_one_room_for_every_patient(tmp_path: Path) -> None:
     ward = SimulatedWard(
-        WardSettings(patients=3, seed=6, scripted_event="fever"), ports_dir=tmp_path, ledger=None
+        WardSettings(patients=3, seed=6, scripted_event="fever", warm_room=True),
+        ports_dir=tmp_path,
+        ledger=None,
     )
     rooms = {id(d.peripheral.room) for p in ward.patients for d in p.devices}
     assert rooms == {id(ward.room)}
@@ -162,7 +164,7 @@ def test_a_scripted_ward_warms_its_one_room_for_every_patient(tmp_path: Path) ->
     assert ward.room.temp_c(truth.plateau_start_ns / NS) == (WARM_LOW_C + WARM_HIGH_C) / 2
     for settings in (
         WardSettings(patients=1, seed=6),
-        WardSettings(patients=1, seed=6, scripted_event="fever", warm_room=False),
+        WardSettings(patients=1, seed=6, scripted_event="fever"),
     ):
         quiet = SimulatedWard(settings, ports_dir=tmp_path, ledger=None)
         assert quiet.room.events.ground_truth("room") == []
