@@ -71,7 +71,9 @@ class PtyPort:
                 # The agent is the only reader; the pair lives as long as the master is open.
                 os.close(slave)
             os.set_blocking(master, False)
-            staging = self.link_path.with_name(self.link_path.name + ".new")
+            # Per process: a `pair` command powers its own simulated ward in the agent's state
+            # dir, and two processes must never race on one staging name.
+            staging = self.link_path.with_name(f"{self.link_path.name}.{os.getpid()}.new")
             with contextlib.suppress(FileNotFoundError):
                 staging.unlink()
             staging.symlink_to(slave_name)

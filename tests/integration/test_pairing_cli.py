@@ -58,14 +58,17 @@ ledger_file = "ledger.jsonl"
 
 
 def agent(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "edge_agent", *args, "--config", str(config)],
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         timeout=120,
         env={**os.environ, "COLUMNS": "200"},
     )
+    # A failure says why: the command's own message, not only its exit status.
+    assert not check or done.returncode == 0, f"{args[:2]}: {done.stderr[-2000:]}"
+    return done
 
 
 def test_scan_add_list_run_status_remove(config: Path) -> None:
@@ -121,6 +124,17 @@ def test_scan_add_list_run_status_remove(config: Path) -> None:
     ]
 
 
+def _until_running(config: Path) -> None:
+    """Until the agent's status file says it runs (its simulated hardware is powered)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        result = agent(config, "status", "--json", check=False)
+        if result.returncode == 0 and json.loads(result.stdout)["state"] == "running":
+            return
+        assert time.monotonic() < deadline, result.stdout + result.stderr
+        time.sleep(0.5)
+
+
 def _until_streaming(config: Path, devices: set[str]) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT_S
     while True:
@@ -158,6 +172,7 @@ def test_a_running_agent_takes_devices_as_they_are_paired_and_lets_them_go(confi
         stderr=subprocess.PIPE,
     )
     try:
+        _until_running(config)
         added = json.loads(
             agent(config, "pair", "add", OXIMETER, "--patient", "MRN-8", "--json").stdout
         )
