@@ -86,6 +86,9 @@ class SimulationSettings:
     warm_room: bool = False
     """The room warms to ~29.5 C from 1 s after start (firmware_sims.ward): the report's heart
     rate per degree above 25 C then has data within a short demo."""
+    ward_socket: Path | None = None
+    """The ward runs in its own process (`firmware-sims ward --config`), served on this unix
+    socket; None: the agent powers it in its own process."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -217,6 +220,8 @@ def _serial(table: Table) -> SerialDeviceSettings:
 # Each simulated patient brings five BLE links and an adapter's worth of tasks: a demo ward, not
 # a load generator.
 MAX_SIMULATED_PATIENTS: Final = 64
+# sockaddr_un.sun_path is 108 bytes on Linux, the terminating NUL included (unix(7)).
+MAX_SOCKET_PATH: Final = 107
 
 
 def _simulation(table: Table | None) -> SimulationSettings | None:
@@ -237,7 +242,15 @@ def _simulation(table: Table | None) -> SimulationSettings | None:
         implant_receivers=table.integer("implant_receivers", 0, low=0, high=patients),
         bedside_monitors=table.integer("bedside_monitors", 0, low=0, high=patients),
         warm_room=table.boolean("warm_room", default=False),
+        ward_socket=table.path("ward_socket") if table.has("ward_socket") else None,
     )
+    if settings.ward_socket is not None and len(bytes(settings.ward_socket)) > MAX_SOCKET_PATH:
+        why = (
+            f"{len(bytes(settings.ward_socket))} bytes; a unix socket path holds at most "
+            f"{MAX_SOCKET_PATH}: use a shorter path"
+        )
+        key = "simulation.ward_socket"
+        raise table.doc.error(key, why)
     table.finish()
     return settings
 

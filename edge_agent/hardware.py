@@ -2,7 +2,9 @@
 
 A `[simulation]` section in the config is the documented switch (README "Simulated hardware"):
 the agent's own BLE and serial sources are then pointed at the simulators' bleak backend and at
-pseudo-terminals. The simulators live in `firmware_sims` and are imported only then.
+pseudo-terminals. The simulators live in `firmware_sims` and are imported only then; with
+`ward_socket` they run in a process of their own (`firmware-sims ward`) and the agent reaches
+them through a bleak backend on that socket.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from edge_agent.config import AgentConfig, SimulationSettings
+from edge_agent.errors import EdgeAgentError
 from edge_agent.registry import Binding
+from edge_agent.sources import Source
 from edge_agent.sources.ble import BondedDevice
 from edge_agent.sources.serial import SerialKind, SerialSource
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from firmware_sims.ward import SimulatedWard
 
 BY_ID_DIR: Final = Path("/dev/serial/by-id")
+# How long an agent waits for `firmware-sims ward` to listen when both start together.
+WARD_WAIT_S: Final = 30.0
 
 
 @dataclass(slots=True)
@@ -43,15 +49,38 @@ def serial_ports() -> list[Path]:
     return []
 
 
+class SimulatedDevices(Protocol):
+    """A simulated ward as the agent uses it, powered here or served by another process."""
+
+    def sources(self) -> list[Source]: ...
+
+    async def quiesce(self) -> None: ...
+
+
 @contextlib.asynccontextmanager
 async def open_hardware(
     config: AgentConfig,
-) -> AsyncIterator[tuple[Hardware, SimulatedWard | None]]:
+) -> AsyncIterator[tuple[Hardware, SimulatedDevices | None]]:
     """The hardware for this config, powered for as long as the context lasts."""
-    if config.simulation is None:
+    simulation = config.simulation
+    if simulation is None:
         yield Hardware(serial_ports=serial_ports()), None
         return
-    async with _simulated(config.simulation, config.gateway.state_dir) as ward:
+    if simulation.ward_socket is not None:
+        from firmware_sims.remote.ward import remote_ward  # noqa: PLC0415 - only when simulating
+        from firmware_sims.remote.wire import WardLinkError  # noqa: PLC0415
+
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                remote = await stack.enter_async_context(
+                    remote_ward(simulation.ward_socket, WARD_WAIT_S)
+                )
+            except WardLinkError as exc:
+                raise EdgeAgentError(str(exc)) from exc
+            backends = remote.client_backend, remote.scanner_backend
+            yield Hardware(*backends, serial_ports=remote.unbound_ports), remote
+        return
+    async with _simulated(simulation, config.gateway.state_dir) as ward:
         ports = [sim.port.path.absolute() for sim in ward.serial if not sim.patient_token]
         backends = ward.radio.client_backend, ward.radio.scanner_backend
         yield Hardware(*backends, serial_ports=ports), ward
@@ -64,16 +93,7 @@ async def _simulated(
     from firmware_sims.ledger import Ledger  # noqa: PLC0415 - only when simulating
     from firmware_sims.ward import SimulatedWard, WardSettings  # noqa: PLC0415
 
-    settings = WardSettings(
-        patients=simulation.patients,
-        seed=simulation.seed,
-        interval_scale=simulation.interval_scale,
-        events_per_hour=simulation.events_per_hour,
-        scripted_event=simulation.scripted_event,
-        implant_receivers=simulation.implant_receivers,
-        bedside_monitors=simulation.bedside_monitors,
-        warm_room=simulation.warm_room,
-    )
+    settings = WardSettings.of(simulation)
     with Ledger(simulation.ledger_file) as ledger:
         ward = SimulatedWard(settings, ports_dir=state_dir / "sim-ports", ledger=ledger)
         async with ward.powered():

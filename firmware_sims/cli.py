@@ -12,15 +12,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edge_agent.config import SimulationSettings, load_agent_config
+from edge_agent.errors import EdgeAgentError
 from edge_agent.protocol import by_name
+from edge_agent.protocol.logs import configure_logging
 from firmware_sims.ble.peripherals import PERIPHERAL_KINDS
+from firmware_sims.ledger import Ledger
 from firmware_sims.patient import DEVICE_CLOCK_KINDS, WEARABLE_KIT
+from firmware_sims.remote.server import WardServer
 from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, stream
 from firmware_sims.vectors import VECTORS_DIR, golden_vectors
-from firmware_sims.ward import SERIAL_INTERVAL_S, SERIAL_METRICS
+from firmware_sims.ward import SERIAL_INTERVAL_S, SERIAL_METRICS, SimulatedWard, WardSettings
 
 app = typer.Typer(help="bedside-twin simulators: devices without hardware.", no_args_is_help=True)
 _out = Console()
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @app.callback()
@@ -139,6 +145,60 @@ def serial(
             await stream(sims[device](seed), port, stop, interval_s=interval_s)
 
     asyncio.run(serve())
+
+
+@app.command("ward")
+def serve_ward(
+    config: Annotated[
+        Path, typer.Option(help="The agent config whose [simulation] section names the ward.")
+    ],
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Created once the socket accepts connections.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the config's simulated ward on its `[simulation] ward_socket` until SIGTERM/SIGINT.
+
+    The agent started with the same config reads it from its own process, so the two
+    processes' costs are measured apart (scripts/bench agent). The ward writes the ledger.
+    """
+    try:
+        agent_config = load_agent_config(config)
+    except EdgeAgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    simulation = agent_config.simulation
+    if simulation is None or simulation.ward_socket is None:
+        typer.echo(f"error: {config}: [simulation] ward_socket is not set", err=True)
+        raise typer.Exit(code=2)
+    if log_level not in LOG_LEVELS:
+        typer.echo(f"error: --log-level must be one of {', '.join(LOG_LEVELS)}", err=True)
+        raise typer.Exit(code=2)
+    configure_logging(log_level, "text")
+    ports_dir = agent_config.gateway.state_dir / "sim-ports"
+    asyncio.run(_serve_ward(simulation, simulation.ward_socket, ports_dir, ready_file))
+
+
+async def _serve_ward(
+    simulation: SimulationSettings, socket_path: Path, ports_dir: Path, ready_file: Path | None
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    def ready() -> None:
+        if ready_file is not None:
+            ready_file.write_text("ready\n", encoding="utf-8")
+
+    with Ledger(simulation.ledger_file) as ledger:
+        ward = SimulatedWard(
+            WardSettings.of(simulation), ports_dir=ports_dir, ledger=ledger, readers_elsewhere=True
+        )
+        async with ward.powered(), asyncio.TaskGroup() as group:
+            serving = group.create_task(WardServer(ward.radio, socket_path, ward).serve(ready))
+            await stop.wait()
+            serving.cancel()
 
 
 def main() -> None:

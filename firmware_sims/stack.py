@@ -63,6 +63,13 @@ class GatewayRun:
     ledger_file: Path
     log_file: Path
     process: subprocess.Popen[bytes] | None = None
+    ward_apart: bool = False
+    """The simulated ward runs in its own process (`firmware-sims ward`), started with the agent."""
+    ward_process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ward_log(self) -> Path:
+        return self.log_file.with_name("ward.log")
 
 
 @dataclass
@@ -204,6 +211,7 @@ max_age_ms = {batch_max_age_ms}
         serial: tuple[SerialDevice, ...] = (),
         implant_receivers: int = 0,
         bedside_monitors: int = 0,
+        ward_apart: bool = False,
     ) -> GatewayRun:
         """Write the gateway's config and give both sides its master secret: on a secure stack by
         enrolment (`gateways add` + `edge-agent enroll`, which also mints its broker login),
@@ -246,11 +254,14 @@ implant_receivers = {implant_receivers}
 bedside_monitors = {bedside_monitors}
 {f'scripted_event = "{scripted_event}"' if scripted_event else ""}
 warm_room = {"true" if warm_room else "false"}
+{'ward_socket = "state/ward.sock"' if ward_apart else ""}
 {"".join(device.toml() for device in serial)}
 """,
             encoding="utf-8",
         )
-        run = GatewayRun(gateway_id, config, folder / "ledger.jsonl", folder / "agent.log")
+        run = GatewayRun(
+            gateway_id, config, folder / "ledger.jsonl", folder / "agent.log", ward_apart=ward_apart
+        )
         if self.secure:
             self.enrol(run)
         self.gateways.append(run)
@@ -332,9 +343,28 @@ warm_room = {"true" if warm_room else "false"}
             time.sleep(0.05)
 
     def start_agent(self, run: GatewayRun) -> None:
+        if run.ward_apart:
+            self._start_ward(run)
         run.process = self._spawn(
             "edge_agent", ["run", "--config", str(run.config_file)], run.log_file
         )
+
+    def _start_ward(self, run: GatewayRun) -> None:
+        """A ward serves one agent run (the agent's stop switches its devices off)."""
+        ready = run.config_file.parent / "ward.ready"
+        ready.unlink(missing_ok=True)
+        run.ward_process = self._spawn(
+            "firmware_sims",
+            ["ward", "--config", str(run.config_file), "--ready-file", str(ready)],
+            run.ward_log,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready.exists():
+            if run.ward_process.poll() is not None or time.monotonic() > deadline:
+                tail = run.ward_log.read_text(errors="replace")[-2000:]
+                msg = f"firmware-sims ward did not listen; log tail:\n{tail}"
+                raise ServiceError(msg)
+            time.sleep(0.05)
 
     @staticmethod
     def _terminate(process: subprocess.Popen[bytes] | None, timeout_s: float) -> int | None:
@@ -350,8 +380,17 @@ warm_room = {"true" if warm_room else "false"}
         return process.returncode
 
     def stop_agent(self, run: GatewayRun, timeout_s: float = 60.0) -> int | None:
-        """SIGTERM: the agent stops its sources, drains to the broker and exits."""
-        return self._terminate(run.process, timeout_s)
+        """SIGTERM: the agent stops its sources, drains to the broker and exits (then its ward,
+        when the ward runs apart; a ward that fails to stop raises ServiceError)."""
+        code = self._terminate(run.process, timeout_s)
+        if run.ward_process is not None:
+            ward_code = self._terminate(run.ward_process, timeout_s)
+            run.ward_process = None
+            if ward_code != 0:
+                tail = run.ward_log.read_text(errors="replace")[-2000:]
+                msg = f"firmware-sims ward exited with {ward_code}; log tail:\n{tail}"
+                raise ServiceError(msg)
+        return code
 
     def stop_sink(self, timeout_s: float = 30.0) -> int | None:
         return self._terminate(self.sink_process, timeout_s)

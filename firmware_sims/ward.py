@@ -23,6 +23,7 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from edge_agent.config import SimulationSettings
 from edge_agent.sources import Source
 from edge_agent.sources.ble import BleManager, BleSettings, BondedDevice
 from edge_agent.sources.serial import SerialKind, SerialSource
@@ -107,6 +108,20 @@ class WardSettings:
     def scripts_warm_room(self) -> bool:
         return self.warm_room
 
+    @classmethod
+    def of(cls, simulation: SimulationSettings) -> WardSettings:
+        """The ward an agent config's `[simulation]` section describes."""
+        return cls(
+            patients=simulation.patients,
+            seed=simulation.seed,
+            interval_scale=simulation.interval_scale,
+            events_per_hour=simulation.events_per_hour,
+            scripted_event=simulation.scripted_event,
+            implant_receivers=simulation.implant_receivers,
+            bedside_monitors=simulation.bedside_monitors,
+            warm_room=simulation.warm_room,
+        )
+
 
 class _ReportsReadings(Protocol):
     def readings(self) -> list[tuple[str, int, float]]: ...
@@ -148,13 +163,24 @@ class _LedgerTap:
 class SimulatedWard:
     """Patients with BLE wearables on a simulated radio, plus serial devices on ptys."""
 
-    def __init__(self, settings: WardSettings, *, ports_dir: Path, ledger: Ledger | None) -> None:
+    def __init__(
+        self,
+        settings: WardSettings,
+        *,
+        ports_dir: Path,
+        ledger: Ledger | None,
+        readers_elsewhere: bool = False,
+    ) -> None:
+        """`readers_elsewhere`: the agent reading the ports runs in another process (the ward
+        served over a socket, firmware_sims.remote), which says when it opened a port."""
         self.settings = settings
         self.radio = SimulatedRadio()
         self._tap = _LedgerTap(ledger)
         self._stop_serial = asyncio.Event()
         self._streams: list[asyncio.Task[None]] = []
         self._readers: dict[str, SerialSource] = {}
+        self._readers_elsewhere = readers_elsewhere
+        self._opened_elsewhere: dict[str, asyncio.Event] = {}
         now_s = time.time()
         # One room: the ward's room sensor (at bed 1) measures it and every patient is in it.
         self.room = RoomClimate.draw(np.random.default_rng([settings.seed, 0, 3]))
@@ -370,6 +396,8 @@ class SimulatedWard:
         # The source has no "opened" event to wait on, so the device polls its cable.
         while reader is not None and not reader.is_open and not self._stop_serial.is_set():  # noqa: ASYNC110
             await asyncio.sleep(_QUIESCE_POLL_S)
+        if self._readers_elsewhere and sim.patient_token:
+            await self._opened_or_stopped(sim.label)
         await stream(
             sim.device,
             sim.port,
@@ -377,6 +405,57 @@ class SimulatedWard:
             interval_s=sim.interval_s,
             on_sent=self._serial_tap(sim),
         )
+
+    async def _opened_or_stopped(self, label: str) -> None:
+        opened = self._opened_elsewhere.setdefault(label, asyncio.Event())
+        waits = {
+            asyncio.ensure_future(opened.wait()),
+            asyncio.ensure_future(self._stop_serial.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    def port_opened(self, label: str) -> None:
+        """The agent in another process holds the port `label`: its device may start."""
+        if not any(sim.label == label for sim in self.serial):
+            msg = f"this ward has no serial device {label!r}"
+            raise KeyError(msg)
+        self._opened_elsewhere.setdefault(label, asyncio.Event()).set()
+
+    def manifest(self) -> dict[str, object]:
+        """What an agent in another process needs to read this ward (firmware_sims.remote):
+        every bed's wearables and every serial device with its port."""
+        return {
+            "beds": [
+                {
+                    "bed": patient.index,
+                    "patient": patient.patient_token,
+                    "devices": [
+                        {
+                            "address": device.peripheral.address,
+                            "device": device.device_token,
+                            "kind": device.peripheral.kind,
+                            "interval_s": device.peripheral.interval_s,
+                        }
+                        for device in patient.devices
+                    ],
+                }
+                for patient in self.patients
+            ],
+            "serial": [
+                {
+                    "label": sim.label,
+                    "kind": sim.kind.value,
+                    "path": str(sim.port.path.absolute()),
+                    "device": sim.device_token,
+                    "patient": sim.patient_token,
+                }
+                for sim in self.serial
+            ],
+        }
 
     async def quiesce(self, timeout_s: float = 10.0) -> None:
         """Stop every device measuring and wait until what they sent has been read.

@@ -102,6 +102,37 @@ class _Link:
     subscriptions: dict[str, NotifyCallback] = field(default_factory=dict)
 
 
+def gatt_collection(services: Sequence[ServiceDef]) -> BleakGATTServiceCollection:
+    """A GATT table as bleak objects, handles numbered as a server would (Core Vol 3 G §3).
+
+    Both radios build it from the same definitions, so a central sees the same handles whether
+    the peripheral runs in its process or in the ward's (firmware_sims.remote).
+    """
+    collection = BleakGATTServiceCollection()
+    handle = _ATTRIBUTE_HANDLE_FIRST
+    for service_def in services:
+        service = BleakGATTService(None, handle, service_def.full_uuid)
+        collection.add_service(service)
+        handle += 1
+        for char_def in service_def.characteristics:
+            # A declaration handle, then the value handle bleak reports as the handle.
+            handle += 1
+            char = BleakGATTCharacteristic(
+                None,
+                handle,
+                char_def.full_uuid,
+                list(char_def.properties),
+                lambda: MAX_NOTIFY_PAYLOAD_BYTES,
+                service,
+            )
+            collection.add_characteristic(char)
+            handle += 1
+            if char_def.notifiable:
+                collection.add_descriptor(BleakGATTDescriptor(None, handle, CCCD_UUID, char))
+                handle += 1
+    return collection
+
+
 class SimulatedPeripheral:
     """A GATT server on the simulated radio with scripted faults; subclasses produce the data.
 
@@ -172,30 +203,8 @@ class SimulatedPeripheral:
         raise BleakGATTProtocolError(BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED)
 
     def build_services(self) -> BleakGATTServiceCollection:
-        """The GATT table as bleak objects, handles numbered as a server would (Core Vol 3 G §3)."""
-        collection = BleakGATTServiceCollection()
-        handle = _ATTRIBUTE_HANDLE_FIRST
-        for service_def in self.services:
-            service = BleakGATTService(None, handle, service_def.full_uuid)
-            collection.add_service(service)
-            handle += 1
-            for char_def in service_def.characteristics:
-                # A declaration handle, then the value handle bleak reports as the handle.
-                handle += 1
-                char = BleakGATTCharacteristic(
-                    None,
-                    handle,
-                    char_def.full_uuid,
-                    list(char_def.properties),
-                    lambda: MAX_NOTIFY_PAYLOAD_BYTES,
-                    service,
-                )
-                collection.add_characteristic(char)
-                handle += 1
-                if char_def.notifiable:
-                    collection.add_descriptor(BleakGATTDescriptor(None, handle, CCCD_UUID, char))
-                    handle += 1
-        return collection
+        """The GATT table as bleak objects (see `gatt_collection`)."""
+        return gatt_collection(self.services)
 
     # --- the device's own behaviour ---------------------------------------------------------------
 

@@ -55,9 +55,11 @@ def stack(
     stack.stop_all()
 
 
+@pytest.mark.parametrize("ward_apart", [False, True], ids=["ward-inside", "ward-apart"])
 def test_every_generated_reading_is_stored_exactly_once(
-    stack: LocalStack, influx: InfluxV1
+    stack: LocalStack, influx: InfluxV1, ward_apart: bool
 ) -> None:
+    """Apart: the ward is `firmware-sims ward`, read across its socket (the benchmark's setup)."""
     gateway = stack.add_gateway(
         "it-ward-1",
         patients=3,
@@ -65,6 +67,7 @@ def test_every_generated_reading_is_stored_exactly_once(
         interval_scale=0.25,
         implant_receivers=1,
         bedside_monitors=1,
+        ward_apart=ward_apart,
     )
     stack.start_sink()
     stack.start_agent(gateway)

@@ -78,6 +78,11 @@ def test_relative_paths_resolve_next_to_the_file(tmp_path: Path) -> None:
             GOOD + '\n[simulation]\npatients = 2\nledger_file = "l.jsonl"\nimplant_receivers = 3\n',
             r"agent\.toml:16: simulation\.implant_receivers: 3 is outside 0\.\.2",
         ),
+        (
+            GOOD + f'\n[simulation]\npatients = 2\nledger_file = "l.jsonl"\n'
+            f'ward_socket = "/tmp/{"w" * 110}.sock"\n',
+            r"simulation\.ward_socket: 1\d\d bytes; a unix socket path holds at most 107",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, where: str) -> None:
@@ -98,6 +103,14 @@ def test_simulation_section_selects_the_ward_and_its_serial_devices(tmp_path: Pa
         2,
     )
     assert simulation.ledger_file == tmp_path / "l.jsonl"
+    assert simulation.ward_socket is None  # the ward runs in the agent's process
+
+
+def test_ward_socket_runs_the_ward_apart_at_a_path_relative_to_the_config(tmp_path: Path) -> None:
+    text = GOOD + '\n[simulation]\npatients = 1\nledger_file = "l.jsonl"\nward_socket = "w.sock"\n'
+    simulation = load_agent_config(_write(tmp_path, text)).simulation
+    assert simulation is not None
+    assert simulation.ward_socket == tmp_path / "w.sock"
 
 
 @pytest.mark.asyncio

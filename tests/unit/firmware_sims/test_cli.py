@@ -1,15 +1,19 @@
-"""`firmware-sims list` and `firmware-sims vectors`."""
+"""`firmware-sims list`, `firmware-sims vectors` and `firmware-sims ward`'s refusals."""
 
 from __future__ import annotations
 
 import json
 import tomllib
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from edge_agent.protocol import by_name
 from firmware_sims.ble.peripherals import PERIPHERAL_KINDS
 from firmware_sims.cli import app
+from firmware_sims.remote.ward import remote_ward
+from firmware_sims.remote.wire import WardLinkError
 from firmware_sims.vectors import GATT_DIR, SERIAL_DIR
 
 runner = CliRunner()
@@ -53,3 +57,26 @@ def test_vectors_rejects_an_unknown_kind() -> None:
     result = runner.invoke(app, ["vectors", "--kind", "usb"])
     assert result.exit_code == 2
     assert "--kind must be gatt, serial or all" in result.output
+
+
+def test_ward_needs_a_config_with_a_ward_socket(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[gateway]\nid = "gw-1"\nsecret_file = "k"\nstate_dir = "s"\n'
+        '[mqtt]\nhost = "127.0.0.1"\nport = 1883\n[filters]\npresets_file = "f.toml"\n'
+        '[simulation]\npatients = 1\nledger_file = "l.jsonl"\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["ward", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "[simulation] ward_socket is not set" in result.output
+    result = runner.invoke(app, ["ward", "--config", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2
+    assert "missing.toml" in result.output
+
+
+@pytest.mark.asyncio
+async def test_an_agent_waits_for_its_ward_then_says_how_to_start_it(tmp_path: Path) -> None:
+    with pytest.raises(WardLinkError, match="firmware-sims ward --config"):
+        async with remote_ward(tmp_path / "nobody.sock", wait_s=0.3):
+            pass

@@ -25,7 +25,7 @@ from firmware_sims.ble.peripherals import (
     PulseOximeter,
     simulated_address,
 )
-from tests.support.ble import bonded
+from tests.support.ble import bonded, over_ward_socket
 from tests.support.polling import until
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
@@ -42,10 +42,15 @@ SETTINGS = BleSettings(
 NS = 1_000_000_000
 
 
-@pytest_asyncio.fixture
-async def radio() -> AsyncIterator[SimulatedRadio]:
+@pytest_asyncio.fixture(params=["in-process", "ward-socket"])
+async def radio(request: pytest.FixtureRequest) -> AsyncIterator[SimulatedRadio]:
+    """The simulated radio in this process, and the same across a ward socket."""
     async with SimulatedRadio(advertising_interval_s=0.005) as running:
-        yield running
+        if request.param == "in-process":
+            yield running
+        else:
+            async with over_ward_socket(running) as remote:
+                yield remote
 
 
 @pytest.mark.asyncio

@@ -34,6 +34,7 @@ from firmware_sims.ble.backend import (
     SimulatedPeripheral,
     SimulatedRadio,
 )
+from tests.support.ble import over_ward_socket
 from tests.support.polling import until
 
 HRM = normalize_uuid_16(0x2A37)
@@ -110,10 +111,15 @@ def bonded(address: str = ADDRESS, n: int = 1, interval_s: float = 0.02) -> Bond
     )
 
 
-@pytest_asyncio.fixture
-async def radio() -> AsyncIterator[SimulatedRadio]:
+@pytest_asyncio.fixture(params=["in-process", "ward-socket"])
+async def radio(request: pytest.FixtureRequest) -> AsyncIterator[SimulatedRadio]:
+    """The simulated radio in this process, and the same across a ward socket."""
     async with SimulatedRadio(advertising_interval_s=0.005) as running:
-        yield running
+        if request.param == "in-process":
+            yield running
+        else:
+            async with over_ward_socket(running) as remote:
+                yield remote
 
 
 class Sink:
