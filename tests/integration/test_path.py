@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from firmware_sims.services import InfluxServer, MosquittoServer
 from firmware_sims.stack import LocalStack, SerialDevice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MAC_ADDRESS = re.compile(r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b")
 
 
 @pytest.fixture
@@ -73,6 +75,9 @@ def test_every_generated_reading_is_stored_exactly_once(
     stack.start_agent(gateway)
     time.sleep(5.0)
     assert stack.stop_agent(gateway) == 0, gateway.log_file.read_text()[-2000:]
+    logs = [gateway.log_file, *([gateway.ward_log] if ward_apart else [])]
+    for log in logs:  # the simulated devices' addresses never reach a log, either process's
+        assert not MAC_ADDRESS.search(log.read_text(errors="replace")), log
     entries = read_ledger(gateway.ledger_file)
     wait_for_vitals(influx, reconcile(entries, {}).generated, 30.0)
     assert stack.stop_sink() == 0
