@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_agent.config import SimulationSettings
 from edge_agent.sources import Source
-from edge_agent.sources.ble import BleManager, BleSettings, BondedDevice
+from edge_agent.sources.ble import BleSettings
 from edge_agent.sources.serial import SerialKind, SerialSource
 from firmware_sims.ble.backend import SimulatedRadio
 from firmware_sims.ble.peripherals import (
@@ -38,6 +38,7 @@ from firmware_sims.events import EventSchedule
 from firmware_sims.ledger import Identity, Ledger, LedgerEntry
 from firmware_sims.patient import SimulatedPatient, mint_token
 from firmware_sims.physiology import RoomClimate
+from firmware_sims.remote.ward import WardManifest, ward_sources
 from firmware_sims.serial import BedsideMonitorSim, ImplantReceiverSim, PtyPort, Sent, stream
 
 _LOGGER = logging.getLogger(__name__)
@@ -332,40 +333,14 @@ class SimulatedWard:
         return tap
 
     def sources(self, ble_settings: BleSettings | None = None) -> list[Source]:
-        """The agent's real sources, pointed at the simulated hardware."""
-        sources: list[Source] = []
-        for patient in self.patients:
-            bonded = [
-                BondedDevice(
-                    address=device.peripheral.address,
-                    device_token=device.device_token,
-                    patient_token=patient.patient_token,
-                    device_kind=device.peripheral.kind,
-                    expected_interval_s=device.peripheral.interval_s,
-                )
-                for device in patient.devices
-            ]
-            sources.append(
-                BleManager(
-                    bonded,
-                    settings=ble_settings,
-                    client_backend=self.radio.client_backend,
-                    scanner_backend=self.radio.scanner_backend,
-                    name=f"ble-bed{patient.index:02d}",
-                )
-            )
-        for sim in self.serial:
-            if not sim.patient_token:
-                continue  # a bench device: read only once the registry binds it
-            reader = SerialSource(
-                sim.label,
-                sim.port.path,
-                sim.kind,
-                device_token=sim.device_token,
-                patient_token=sim.patient_token,
-            )
-            self._readers[sim.label] = reader
-            sources.append(reader)
+        """The agent's real sources, pointed at the simulated hardware: built from the same
+        manifest an agent in another process reads (firmware_sims.remote.ward)."""
+        sources, self._readers = ward_sources(
+            WardManifest.parse(self.manifest()),
+            self.radio.client_backend,
+            self.radio.scanner_backend,
+            ble_settings,
+        )
         return sources
 
     @contextlib.asynccontextmanager

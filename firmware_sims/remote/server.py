@@ -114,7 +114,9 @@ class _Session(asyncio.Protocol):
                 case [int(request_id), str(op), *args]:
                     try:
                         result = await self._dispatch(op, args)
-                    except (BleakError, WardLinkError, KeyError, ValueError, TypeError) as exc:
+                    except Exception as exc:
+                        # The agent gets the radio's own exception type (bleak's), or a ward
+                        # failure naming what went wrong; the session serves on.
                         self._send([REPLY, request_id, encode_error(exc), None])
                     else:
                         self._send([REPLY, request_id, None, result])

@@ -33,6 +33,8 @@ _CONNECT_POLL_S: Final = 0.1
 # itself waits at most 10 s for its serial ports to be read.
 QUIESCE_TIMEOUT_S: Final = 10.0
 _QUIESCE_SETTLE_S: Final = 0.02
+# The ward's own flush of its sockets after the quiesce (server._FLUSH_TIMEOUT_S) and slack.
+_QUIESCE_MARGIN_S: Final = 10.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,6 +99,40 @@ class WardManifest:
         return cls(beds, serial)
 
 
+def ward_sources(
+    manifest: WardManifest,
+    client_backend: type[BaseBleakClient],
+    scanner_backend: type[BaseBleakScanner],
+    ble_settings: BleSettings | None = None,
+) -> tuple[list[Source], dict[str, SerialSource]]:
+    """The agent's real sources for a ward: a BleManager per bed (one adapter per bed) and a
+    SerialSource per bound serial device; also those serial sources by label."""
+    sources: list[Source] = [
+        BleManager(
+            list(bed.devices),
+            settings=ble_settings,
+            client_backend=client_backend,
+            scanner_backend=scanner_backend,
+            name=f"ble-bed{bed.index:02d}",
+        )
+        for bed in manifest.beds
+    ]
+    readers: dict[str, SerialSource] = {}
+    for sim in manifest.serial:
+        if not sim.patient_token:
+            continue  # a bench device: read only once the registry binds it
+        reader = SerialSource(
+            sim.label,
+            sim.path,
+            sim.kind,
+            device_token=sim.device_token,
+            patient_token=sim.patient_token,
+        )
+        readers[sim.label] = reader
+        sources.append(reader)
+    return sources, readers
+
+
 def _typed(value: Any, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         msg = f"expected {kind}, got {type(value).__name__}"
@@ -123,28 +159,9 @@ class RemoteWard:
 
     def sources(self, ble_settings: BleSettings | None = None) -> list[Source]:
         """The agent's real sources, pointed at the remote ward (as SimulatedWard.sources)."""
-        sources: list[Source] = [
-            BleManager(
-                list(bed.devices),
-                settings=ble_settings,
-                client_backend=self.client_backend,
-                scanner_backend=self.scanner_backend,
-                name=f"ble-bed{bed.index:02d}",
-            )
-            for bed in self.manifest.beds
-        ]
-        for sim in self.manifest.serial:
-            if not sim.patient_token:
-                continue  # a bench device: read only once the registry binds it
-            reader = SerialSource(
-                sim.label,
-                sim.path,
-                sim.kind,
-                device_token=sim.device_token,
-                patient_token=sim.patient_token,
-            )
-            self._readers[sim.label] = reader
-            sources.append(reader)
+        sources, self._readers = ward_sources(
+            self.manifest, self.client_backend, self.scanner_backend, ble_settings
+        )
         return sources
 
     async def announce_open_ports(self) -> None:
@@ -164,7 +181,9 @@ class RemoteWard:
 
     async def quiesce(self, timeout_s: float = QUIESCE_TIMEOUT_S) -> None:
         """Stop the ward's devices and wait until what they sent is with this process."""
-        await self._control.request("quiesce", timeout_s)
+        # Bounded: a hung ward must not keep the agent from stopping (its caller logs this).
+        async with asyncio.timeout(timeout_s + _QUIESCE_MARGIN_S):
+            await self._control.request("quiesce", timeout_s)
         # The ward answers once its sockets are flushed: let the loop read what is in flight.
         await asyncio.sleep(_QUIESCE_SETTLE_S)
 
