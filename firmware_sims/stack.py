@@ -30,6 +30,42 @@ from edge_agent.protocol.settings import write_secret_file
 from firmware_sims.services import InfluxServer, MosquittoServer, ServiceError
 
 READY_TIMEOUT_S: Final = 30.0
+
+
+def start_ward_process(
+    config_file: Path,
+    log_file: Path,
+    *,
+    timeout_s: float = READY_TIMEOUT_S,
+    log_level: str = "info",
+) -> subprocess.Popen[bytes]:
+    """`firmware-sims ward` for an agent config, returned once its socket listens (ServiceError,
+    with the log's tail, if it exits or does not listen within `timeout_s`). A ward serves one
+    agent run: the agent's stop switches its devices off."""
+    ready = config_file.parent / "ward.ready"
+    ready.unlink(missing_ok=True)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "firmware_sims", "ward", "--config", str(config_file),
+                "--ready-file", str(ready), "--log-level", log_level,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=config_file.parent,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            tail = log_file.read_text(errors="replace")[-2000:]
+            msg = f"firmware-sims ward did not listen; log tail:\n{tail}"
+            raise ServiceError(msg)
+        time.sleep(0.02)
+    return process
+
+
 ENROL_TIMEOUT_S: Final = 60.0
 SINK_USERNAME: Final = "cloud_sink"
 STACK_ADMIN: Final = "stack-admin"
@@ -344,27 +380,10 @@ warm_room = {"true" if warm_room else "false"}
 
     def start_agent(self, run: GatewayRun) -> None:
         if run.ward_apart:
-            self._start_ward(run)
+            run.ward_process = start_ward_process(run.config_file, run.ward_log)
         run.process = self._spawn(
             "edge_agent", ["run", "--config", str(run.config_file)], run.log_file
         )
-
-    def _start_ward(self, run: GatewayRun) -> None:
-        """A ward serves one agent run (the agent's stop switches its devices off)."""
-        ready = run.config_file.parent / "ward.ready"
-        ready.unlink(missing_ok=True)
-        run.ward_process = self._spawn(
-            "firmware_sims",
-            ["ward", "--config", str(run.config_file), "--ready-file", str(ready)],
-            run.ward_log,
-        )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not ready.exists():
-            if run.ward_process.poll() is not None or time.monotonic() > deadline:
-                tail = run.ward_log.read_text(errors="replace")[-2000:]
-                msg = f"firmware-sims ward did not listen; log tail:\n{tail}"
-                raise ServiceError(msg)
-            time.sleep(0.05)
 
     @staticmethod
     def _terminate(process: subprocess.Popen[bytes] | None, timeout_s: float) -> int | None:

@@ -105,10 +105,6 @@ class WardSettings:
     warm_room: bool = False
     """Script the warm room from the start (`[simulation] warm_room` in the agent config)."""
 
-    @property
-    def scripts_warm_room(self) -> bool:
-        return self.warm_room
-
     @classmethod
     def of(cls, simulation: SimulationSettings) -> WardSettings:
         """The ward an agent config's `[simulation]` section describes."""
@@ -185,7 +181,7 @@ class SimulatedWard:
         now_s = time.time()
         # One room: the ward's room sensor (at bed 1) measures it and every patient is in it.
         self.room = RoomClimate.draw(np.random.default_rng([settings.seed, 0, 3]))
-        if settings.scripts_warm_room:
+        if settings.warm_room:
             self.room.events.scripted(
                 "warm_room",
                 start_s=now_s + WARM_ROOM_START_S,

@@ -43,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.protocol.keys import MASTER_SECRET_BYTES
 from edge_agent.protocol.settings import write_secret_file
 from firmware_sims.services import MosquittoServer
+from firmware_sims.stack import start_ward_process
 
 REPO: Final = Path(__file__).resolve().parent.parent
 PATIENTS: Final = 6
@@ -109,30 +110,6 @@ class AgentRun:
     ward_rss_mb: float | None
 
 
-def _start_ward(config: Path) -> subprocess.Popen[bytes]:
-    """`firmware-sims ward` for this config, once its socket listens."""
-    ready = config.parent / "ward.ready"
-    ready.unlink(missing_ok=True)
-    with (config.parent / "ward.log").open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "firmware_sims", "ward", "--config", str(config),
-                "--ready-file", str(ready), "--log-level", "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            cwd=config.parent,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60.0
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            msg = f"the simulated ward did not start: {(config.parent / 'ward.log').read_text()}"
-            raise RuntimeError(msg)
-        time.sleep(0.02)
-    return process
-
-
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -142,7 +119,11 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
 def _run_agent(config: Path, port: int, seconds: float, *, own_process: bool) -> AgentRun:
     state = config.parent / "state"
     # A ward serves one agent run: the agent's stop switches its devices off (quiesce).
-    ward = _start_ward(config) if own_process else None
+    ward = (
+        start_ward_process(config, config.parent / "ward.log", timeout_s=60.0, log_level="warning")
+        if own_process
+        else None
+    )
     first = threading.Event()
     spy = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     spy.on_message = lambda _c, _u, _m: first.set()

@@ -58,7 +58,6 @@ class WardConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.closed = asyncio.Event()
 
     @classmethod
     async def open(
@@ -115,7 +114,6 @@ class WardConnection(asyncio.Protocol):
         for future in pending.values():
             if not future.done():
                 future.set_exception(BleakError("the simulated ward closed the connection"))
-        self.closed.set()
         if self._on_closed is not None:
             self._on_closed(self)
 

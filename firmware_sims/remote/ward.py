@@ -144,13 +144,12 @@ class RemoteWard:
     """A connected ward: backends bound to its socket, its manifest and its control line."""
 
     def __init__(self, socket_path: Path, control: WardConnection, manifest: WardManifest) -> None:
-        self.socket_path = socket_path
         self.manifest = manifest
         self._control = control
         client, scanner = remote_backends(socket_path)
         self.client_backend: type[BaseBleakClient] = client
         self.scanner_backend: type[BaseBleakScanner] = scanner
-        self._readers: dict[str, SerialSource] = {}
+        self._readers: dict[str, SerialSource] | None = None  # once `sources` built them
 
     @property
     def unbound_ports(self) -> list[Path]:
@@ -165,18 +164,19 @@ class RemoteWard:
         return sources
 
     async def announce_open_ports(self) -> None:
-        """Tell the ward each port the agent opened, so that device starts sending."""
-        waiting = dict(self._readers)
-        while waiting:
-            for label, reader in list(waiting.items()):
-                if reader.is_open:
+        """Tell the ward each port the agent opened, so that device starts sending; ends once
+        every serial source `sources` built has been announced."""
+        announced: set[str] = set()
+        while self._readers is None or len(announced) < len(self._readers):
+            for label, reader in (self._readers or {}).items():
+                if label not in announced and reader.is_open:
                     try:
                         await self._control.request("port_open", label)
                     except (BleakError, WardLinkError) as exc:
                         # The ward is gone; the agent goes on (its sources see the ports go).
                         _LOGGER.warning("simulated ward: cannot announce open ports: %s", exc)
                         return
-                    del waiting[label]
+                    announced.add(label)
             await asyncio.sleep(_PORT_POLL_S)
 
     async def quiesce(self, timeout_s: float = QUIESCE_TIMEOUT_S) -> None:
